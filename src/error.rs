@@ -1,0 +1,140 @@
+//! The one error type of the crate, with the stable strings Lua callers see.
+
+use std::fmt;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong between a Lua call and etcd's answer.
+///
+/// `Display` gives the exact string a Lua caller receives as `err`; callers
+/// match on these, so they are part of the API and never change wording.
+#[derive(Debug)]
+pub enum Error {
+    /// The call's deadline passed before etcd answered. Displays `timeout`,
+    /// the string lua-resty-etcd returns for a cosocket timeout.
+    Timeout,
+    /// The worker is shutting down (or the object was closed).
+    Closed,
+    /// etcd answered with a gRPC status. Whether this becomes a response
+    /// with an HTTP status or `nil, err` is decided by `shape`.
+    Status {
+        /// The endpoint the call went to (`http://host:port`).
+        endpoint: String,
+        /// etcd's answer, code and message kept.
+        status: tonic::Status,
+    },
+    /// The connection could not be made or broke (`<endpoint>: <reason>`).
+    Transport {
+        /// The endpoint the call went to (`http://host:port`).
+        endpoint: String,
+        /// A short reason such as `connection refused`.
+        reason: String,
+    },
+    /// The caller passed something unusable; the message says what.
+    InvalidArgument(String),
+    /// A panic inside the library; the worker survives, the call fails.
+    Panic(String),
+}
+
+impl Error {
+    /// The gRPC code when etcd itself answered, for callers that branch on it.
+    pub fn grpc_code(&self) -> Option<tonic::Code> {
+        match self {
+            Error::Status { status, .. } => Some(status.code()),
+            _ => None,
+        }
+    }
+
+    /// Builds the error for a failed call to `endpoint`, telling etcd's own
+    /// refusals apart from transport failures that tonic also reports as a
+    /// `Status` (code `Unavailable`/`Unknown` with a transport source).
+    pub fn from_status(endpoint: &str, status: tonic::Status) -> Error {
+        if let Some(reason) = transport_reason(&status) {
+            return Error::Transport {
+                endpoint: endpoint.to_string(),
+                reason,
+            };
+        }
+        Error::Status {
+            endpoint: endpoint.to_string(),
+            status,
+        }
+    }
+}
+
+/// If `status` was produced by the client's transport rather than by etcd,
+/// a short lower-case reason in the style of nginx's cosocket errors.
+fn transport_reason(status: &tonic::Status) -> Option<String> {
+    use std::error::Error as _;
+    let mut source = status.source();
+    let mut io_kind = None;
+    let mut from_transport = false;
+    while let Some(err) = source {
+        if err.is::<tonic::transport::Error>() {
+            from_transport = true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        source = err.source();
+    }
+    if !from_transport && io_kind.is_none() {
+        return None;
+    }
+    let reason = match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
+        Some(std::io::ErrorKind::ConnectionReset) => "connection reset by peer".to_string(),
+        Some(std::io::ErrorKind::TimedOut) => "timeout".to_string(),
+        _ => status.message().to_string(),
+    };
+    Some(reason)
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Timeout => f.write_str("timeout"),
+            Error::Closed => f.write_str("closed"),
+            Error::Status { endpoint, status } => {
+                write!(f, "{endpoint}: {}", status.message())
+            }
+            Error::Transport { endpoint, reason } => write!(f, "{endpoint}: {reason}"),
+            Error::InvalidArgument(msg) => f.write_str(msg),
+            Error::Panic(msg) => write!(f, "internal error: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Status { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_strings() {
+        assert_eq!(Error::Timeout.to_string(), "timeout");
+        assert_eq!(Error::Closed.to_string(), "closed");
+        let e = Error::Transport {
+            endpoint: "http://127.0.0.1:2379".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(e.to_string(), "http://127.0.0.1:2379: connection refused");
+    }
+
+    #[test]
+    fn etcd_refusal_keeps_code() {
+        let st = tonic::Status::invalid_argument("etcdserver: key is not provided");
+        let e = Error::from_status("http://h:1", st);
+        assert_eq!(e.grpc_code(), Some(tonic::Code::InvalidArgument));
+        assert_eq!(e.to_string(), "http://h:1: etcdserver: key is not provided");
+    }
+}

@@ -1,0 +1,41 @@
+//! etcd_grpc: a native etcd v3 gRPC client for OpenResty/nginx workers that
+//! answers Lua callers in the shapes of lua-resty-etcd's v3 HTTP mode.
+//!
+//! # Layout
+//!
+//! - [`error`]: the crate's one error type and its stable strings.
+//! - [`pb`]: code generated from `proto/` (etcd's wire types).
+//! - [`connection`]: endpoints to long-lived gRPC channels, failover.
+//! - [`kv`], [`maintenance`]: one etcd service each.
+//! - [`ops`]: the operations Lua can run, each from request to [`shape::Reply`].
+//! - [`shape`]: typed results to gateway-shaped values (no Lua, unit-tested).
+//! - [`runtime`], [`worker`]: the per-worker Tokio runtime, created after
+//!   fork, and the state a worker shares between its clients.
+//! - [`bridge`], [`doorbell`]: the non-blocking hand-off from Tokio to
+//!   nginx's event loop.
+//! - `lua` (feature `module`): the mlua binding, the only code that knows Lua.
+//!
+//! Only the binding knows Lua and only `runtime`/`worker`/`doorbell` know
+//! nginx's process model; everything else is an ordinary async etcd client.
+
+pub mod bridge;
+pub mod connection;
+pub mod doorbell;
+pub mod error;
+pub mod kv;
+pub mod maintenance;
+pub mod ops;
+pub mod pb;
+pub mod runtime;
+pub mod shape;
+pub mod worker;
+
+#[cfg(feature = "module")]
+mod lua;
+
+/// Entry point of `require "etcd_grpc_core"`: only assembles the exports.
+#[cfg(feature = "module")]
+#[mlua::lua_module]
+fn etcd_grpc_core(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    lua::exports(lua)
+}

@@ -1,0 +1,117 @@
+//! Lua argument tables to validated requests. Every malformed value becomes
+//! an `InvalidArgument` error naming the field, never a panic.
+
+use mlua::{Table, Value as LuaValue};
+
+use crate::connection::{Config, UNLIMITED};
+use crate::error::{Error, Result};
+use crate::ops::Op;
+use crate::pb::etcdserverpb::{PutRequest as PbPutRequest, RangeRequest as PbRangeRequest};
+
+fn bad(msg: String) -> Error {
+    Error::InvalidArgument(msg)
+}
+
+/// An optional int64: a Lua integer-valued number, or a decimal string (lease
+/// ids exceed 2^53, so callers pass the gateway's strings back).
+pub fn int(t: &Table, name: &str) -> Result<i64> {
+    let v: LuaValue = t.raw_get(name).map_err(|e| bad(e.to_string()))?;
+    match v {
+        LuaValue::Nil => Ok(0),
+        LuaValue::Integer(n) => Ok(n),
+        LuaValue::Number(n) if n.is_finite() && n.fract() == 0.0 && n.abs() < 9.2e18 => {
+            Ok(n as i64)
+        }
+        LuaValue::String(s) => {
+            let s = s
+                .to_str()
+                .map_err(|_| bad(format!("{name} must be integer")))?;
+            s.trim()
+                .parse::<i64>()
+                .map_err(|_| bad(format!("{name} must be integer")))
+        }
+        _ => Err(bad(format!("{name} must be integer"))),
+    }
+}
+
+/// An optional boolean (nil is false).
+pub fn flag(t: &Table, name: &str) -> Result<bool> {
+    match t.raw_get(name).map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => Ok(false),
+        LuaValue::Boolean(b) => Ok(b),
+        _ => Err(bad(format!("{name} must be boolean"))),
+    }
+}
+
+/// Optional bytes (nil is empty).
+pub fn bytes(t: &Table, name: &str) -> Result<Vec<u8>> {
+    match t.raw_get(name).map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => Ok(Vec::new()),
+        LuaValue::String(s) => Ok(s.as_bytes().to_vec()),
+        _ => Err(bad(format!("{name} must be string"))),
+    }
+}
+
+/// The request named `op` built from `args`.
+pub fn op(name: &str, args: Option<&Table>) -> Result<Op> {
+    match (name, args) {
+        ("range", Some(a)) => Ok(Op::Range(PbRangeRequest {
+            key: bytes(a, "key")?,
+            range_end: bytes(a, "range_end")?,
+            limit: int(a, "limit")?,
+            revision: int(a, "revision")?,
+            sort_order: int(a, "sort_order")? as i32,
+            sort_target: int(a, "sort_target")? as i32,
+            serializable: flag(a, "serializable")?,
+            keys_only: flag(a, "keys_only")?,
+            count_only: flag(a, "count_only")?,
+            ..Default::default()
+        })),
+        ("put", Some(a)) => Ok(Op::Put(PbPutRequest {
+            key: bytes(a, "key")?,
+            value: bytes(a, "value")?,
+            lease: int(a, "lease")?,
+            prev_kv: flag(a, "prev_kv")?,
+            ignore_value: flag(a, "ignore_value")?,
+            ignore_lease: flag(a, "ignore_lease")?,
+        })),
+        ("version", _) => Ok(Op::Version),
+        #[cfg(feature = "test-hooks")]
+        ("panic", _) => Ok(Op::Panic),
+        _ => Err(bad(format!("unknown operation: {name}"))),
+    }
+}
+
+/// The connection config from the façade's `{endpoints = {...}, first = n,
+/// max_recv = n}` table.
+pub fn config(t: &Table) -> Result<Config> {
+    let list: Table = t
+        .raw_get("endpoints")
+        .map_err(|_| bad("endpoints must be an array of strings".into()))?;
+    let mut endpoints = Vec::new();
+    for ep in list.sequence_values::<String>() {
+        endpoints.push(ep.map_err(|_| bad("endpoints must be an array of strings".into()))?);
+    }
+    let first = int(t, "first")?;
+    let max_recv = int(t, "max_recv")?;
+    let config = Config {
+        endpoints,
+        first: first.unsigned_abs() as usize,
+        max_recv: if max_recv <= 0 {
+            UNLIMITED
+        } else {
+            max_recv as usize
+        },
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// A call timeout in seconds: positive and finite.
+pub fn timeout(secs: f64) -> Result<std::time::Duration> {
+    if secs.is_finite() && secs > 0.0 && secs < 1e9 {
+        Ok(std::time::Duration::from_secs_f64(secs))
+    } else {
+        Err(bad(format!("invalid timeout: {secs}")))
+    }
+}

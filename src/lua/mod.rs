@@ -1,0 +1,201 @@
+//! The binding layer: the only code that knows Lua. It turns Lua arguments
+//! into requests, results into Lua values, and every `Result` into either a
+//! value or `nil, err`. Operational failures are never raised as Lua errors.
+
+mod args;
+mod convert;
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use mlua::{IntoLuaMulti, Lua, MultiValue, Result as LuaResult, Table, UserData, UserDataMethods};
+
+use crate::connection::{Config, Connection};
+use crate::error::{Error, Result};
+use crate::worker;
+
+/// `value` or `nil, err`.
+fn ret<T: mlua::IntoLua>(lua: &Lua, r: Result<T>) -> LuaResult<MultiValue> {
+    match r {
+        Ok(v) => v.into_lua_multi(lua),
+        Err(e) => (mlua::Nil, e.to_string()).into_lua_multi(lua),
+    }
+}
+
+/// A client's connection settings, plus the worker connection it resolved
+/// to in this process (re-resolved after fork).
+struct Client {
+    config: Config,
+    cached: RefCell<Option<(usize, Arc<Connection>)>>,
+}
+
+impl Client {
+    fn connection(&self, w: &'static worker::Worker) -> Result<Arc<Connection>> {
+        let id = w as *const worker::Worker as usize;
+        if let Some((owner, conn)) = self.cached.borrow().as_ref() {
+            if *owner == id {
+                return Ok(conn.clone());
+            }
+        }
+        let conn = w.connection(&self.config)?;
+        *self.cached.borrow_mut() = Some((id, conn.clone()));
+        Ok(conn)
+    }
+
+    /// Starts an operation; returns its id for `drain`.
+    fn submit(&self, op: &str, a: Option<Table>, timeout: f64) -> Result<u64> {
+        let op = args::op(op, a.as_ref())?;
+        let timeout = args::timeout(timeout)?;
+        let w = worker::current()?;
+        Ok(w.submit(self.connection(w)?, op, timeout))
+    }
+
+    /// Runs an operation, blocking until it ends (non-yieldable phases).
+    fn call(&self, lua: &Lua, op: &str, a: Option<Table>, timeout: f64) -> Result<Table> {
+        let op = args::op(op, a.as_ref())?;
+        let timeout = args::timeout(timeout)?;
+        let w = worker::current()?;
+        let reply = w.call_blocking(self.connection(w)?, op, timeout)?;
+        convert::reply(lua, &reply).map_err(|e| Error::InvalidArgument(e.to_string()))
+    }
+
+    /// Runs an operation on a throwaway runtime (nginx's `init` phase).
+    fn call_once(&self, lua: &Lua, op: &str, a: Option<Table>, timeout: f64) -> Result<Table> {
+        let op = args::op(op, a.as_ref())?;
+        let timeout = args::timeout(timeout)?;
+        let reply = worker::call_once(self.config.clone(), op, timeout)?;
+        convert::reply(lua, &reply).map_err(|e| Error::InvalidArgument(e.to_string()))
+    }
+}
+
+impl UserData for Client {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method(
+            "submit",
+            |lua, this, (op, a, timeout): (String, Option<Table>, f64)| {
+                ret(lua, this.submit(&op, a, timeout))
+            },
+        );
+        methods.add_method(
+            "call",
+            |lua, this, (op, a, timeout): (String, Option<Table>, f64)| {
+                ret(lua, this.call(lua, &op, a, timeout))
+            },
+        );
+        methods.add_method(
+            "call_once",
+            |lua, this, (op, a, timeout): (String, Option<Table>, f64)| {
+                ret(lua, this.call_once(lua, &op, a, timeout))
+            },
+        );
+    }
+}
+
+/// `core.client(cfg)`: a client handle, or `nil, err` for a bad config.
+fn client(lua: &Lua, cfg: Table) -> LuaResult<MultiValue> {
+    let made = args::config(&cfg).map(|config| Client {
+        config,
+        cached: RefCell::new(None),
+    });
+    match made {
+        Ok(c) => lua.create_userdata(c)?.into_lua_multi(lua),
+        Err(e) => (mlua::Nil, e.to_string()).into_lua_multi(lua),
+    }
+}
+
+/// `core.drain(t)`: fills `t` with `id, res|false, err|false` triplets for
+/// every finished call and returns how many there were. Reusing one table
+/// keeps an empty drain allocation-free.
+fn drain(lua: &Lua, t: Table) -> LuaResult<usize> {
+    let Some(w) = worker::existing() else {
+        return Ok(0);
+    };
+    let mut i = 0usize;
+    let mut failed = None;
+    w.drain(|id, out| {
+        if failed.is_some() {
+            return;
+        }
+        let (res, err) = match out {
+            Ok(reply) => match convert::reply(lua, &reply) {
+                Ok(tbl) => (mlua::Value::Table(tbl), mlua::Value::Boolean(false)),
+                Err(e) => {
+                    failed = Some(e);
+                    return;
+                }
+            },
+            Err(e) => match lua.create_string(e.to_string()) {
+                Ok(s) => (mlua::Value::Boolean(false), mlua::Value::String(s)),
+                Err(e) => {
+                    failed = Some(e);
+                    return;
+                }
+            },
+        };
+        let r = t
+            .raw_set(i * 3 + 1, id)
+            .and_then(|_| t.raw_set(i * 3 + 2, res))
+            .and_then(|_| t.raw_set(i * 3 + 3, err));
+        if let Err(e) = r {
+            failed = Some(e);
+        }
+        i += 1;
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(i),
+    }
+}
+
+/// `core.doorbell()`: path of a fresh wake-up socket for the dispatcher.
+fn doorbell(lua: &Lua, _: ()) -> LuaResult<MultiValue> {
+    let path = worker::current().and_then(|w| w.doorbell());
+    ret(lua, path.map(|p| p.to_string_lossy().into_owned()))
+}
+
+/// `core.stats()`: figures about this worker, or `nil` before first use.
+fn stats(lua: &Lua, _: ()) -> LuaResult<Option<Table>> {
+    let Some(w) = worker::existing() else {
+        return Ok(None);
+    };
+    let s = w.stats();
+    let t = lua.create_table()?;
+    t.raw_set("pid", s.pid)?;
+    t.raw_set("runtimes_created", s.runtimes_created)?;
+    t.raw_set("in_flight", s.in_flight)?;
+    t.raw_set("calls", s.calls)?;
+    t.raw_set("connections", s.connections)?;
+    t.raw_set("exiting", s.exiting)?;
+    Ok(Some(t))
+}
+
+/// Builds the exports table of `require "etcd_grpc_core"`.
+pub fn exports(lua: &Lua) -> LuaResult<Table> {
+    crate::runtime::install_fork_hook();
+    let t = lua.create_table()?;
+    t.set("client", lua.create_function(client)?)?;
+    t.set("drain", lua.create_function(drain)?)?;
+    t.set("doorbell", lua.create_function(doorbell)?)?;
+    t.set("stats", lua.create_function(stats)?)?;
+    t.set(
+        "begin_exit",
+        lua.create_function(|_, ()| {
+            if let Some(w) = worker::existing() {
+                w.begin_exit();
+            }
+            Ok(())
+        })?,
+    )?;
+    t.set(
+        "shutdown",
+        lua.create_function(|_, ()| {
+            if let Some(w) = worker::existing() {
+                w.shutdown();
+            }
+            Ok(())
+        })?,
+    )?;
+    t.set("test_hooks", cfg!(feature = "test-hooks"))?;
+    t.set("version", env!("CARGO_PKG_VERSION"))?;
+    Ok(t)
+}

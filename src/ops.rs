@@ -1,0 +1,39 @@
+//! The operations Lua can ask for, and how each one runs: call the etcd
+//! service, then shape the answer (or etcd's refusal) into a [`Reply`].
+
+use std::sync::Arc;
+
+use crate::connection::Connection;
+use crate::error::Result;
+use crate::pb::etcdserverpb::{PutRequest as PbPutRequest, RangeRequest as PbRangeRequest};
+use crate::shape::{self, Reply};
+use crate::{kv, maintenance};
+
+/// One request, fully validated, ready to send.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// `get`, `readdir`.
+    Range(PbRangeRequest),
+    /// `set`.
+    Put(PbPutRequest),
+    /// `version`.
+    Version,
+    /// Test builds only: panics inside the runtime.
+    #[cfg(feature = "test-hooks")]
+    Panic,
+}
+
+/// Runs `op` on `conn` and shapes the outcome. etcd's refusals below HTTP
+/// 500 become replies; everything else that fails stays an error.
+pub async fn execute(conn: Arc<Connection>, op: Op) -> Result<Reply> {
+    let outcome = match op {
+        Op::Range(req) => kv::range(&conn, req).await.map(|r| shape::range_reply(&r)),
+        Op::Put(req) => kv::put(&conn, req).await.map(|r| shape::put_reply(&r)),
+        Op::Version => maintenance::status(&conn)
+            .await
+            .map(|r| shape::version_reply(&r)),
+        #[cfg(feature = "test-hooks")]
+        Op::Panic => panic!("etcd_grpc test hook: deliberate panic"),
+    };
+    outcome.or_else(shape::refusal)
+}

@@ -1,0 +1,448 @@
+//! Typed etcd results to the values lua-resty-etcd's HTTP mode hands back:
+//! the gRPC gateway's JSON conventions, already decoded the way that library
+//! decodes them.
+//!
+//! The rules (reference/gateway-json.md): int64/uint64 become decimal
+//! strings; zero values are omitted (no `kvs` on a miss, no `lease` when 0);
+//! field names are etcd's proto names; members come in field-number order.
+//! Keys and values of `kvs` are raw bytes (lua-resty-etcd base64-decodes
+//! them), elsewhere bytes stay base64 exactly as the gateway sent them.
+
+use base64::Engine as _;
+
+use crate::error::Error;
+use crate::pb::etcdserverpb as pb;
+use crate::pb::mvccpb::KeyValue as PbKeyValue;
+
+/// A gateway-shaped value: what a JSON document decoded by cjson becomes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// `true` (the gateway never emits `false`).
+    Bool(bool),
+    /// A JSON number: only 32-bit fields such as an error's `code`.
+    Int(i64),
+    /// A JSON string: text, a decimal int64, base64, or raw decoded bytes.
+    Str(Vec<u8>),
+    /// A JSON array.
+    List(Vec<Value>),
+    /// A JSON object, members in the gateway's order.
+    Map(Vec<(&'static str, Value)>),
+}
+
+/// A finished call in HTTP terms: status, body, and the revision that
+/// becomes the `X-Etcd-Index` header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// HTTP status the gateway would have answered with.
+    pub status: u16,
+    /// The decoded JSON body.
+    pub body: Value,
+    /// `header.revision` when the response had one.
+    pub revision: Option<i64>,
+}
+
+impl Reply {
+    /// A 200 reply.
+    pub fn ok(body: Value, revision: Option<i64>) -> Reply {
+        Reply {
+            status: 200,
+            body,
+            revision,
+        }
+    }
+}
+
+/// Builds a JSON object, leaving out members whose value is `None`.
+struct Obj(Vec<(&'static str, Value)>);
+
+impl Obj {
+    fn new() -> Obj {
+        Obj(Vec::with_capacity(6))
+    }
+    fn put(mut self, name: &'static str, v: Option<Value>) -> Obj {
+        if let Some(v) = v {
+            self.0.push((name, v));
+        }
+        self
+    }
+    fn done(self) -> Value {
+        Value::Map(self.0)
+    }
+}
+
+/// An int64 as the gateway writes it: a decimal string, absent when zero.
+fn int(n: i64) -> Option<Value> {
+    (n != 0).then(|| Value::Str(n.to_string().into_bytes()))
+}
+
+/// A uint64 as the gateway writes it.
+fn uint(n: u64) -> Option<Value> {
+    (n != 0).then(|| Value::Str(n.to_string().into_bytes()))
+}
+
+/// `true`, or absent.
+fn flag(b: bool) -> Option<Value> {
+    b.then_some(Value::Bool(true))
+}
+
+/// Bytes as standard padded base64, absent when empty.
+fn b64(bytes: &[u8]) -> Option<Value> {
+    (!bytes.is_empty()).then(|| {
+        Value::Str(
+            base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into_bytes(),
+        )
+    })
+}
+
+/// How the bytes of a `KeyValue` are rendered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Bytes {
+    /// Raw bytes, as lua-resty-etcd leaves `kvs` after decoding them; the
+    /// value is always present (`""` when empty) for the deserializer.
+    Decoded,
+    /// Base64, absent when empty: what the gateway sent and the library
+    /// passes through untouched (put `prev_kv`, delete `prev_kvs`, txn).
+    Base64,
+}
+
+/// The `header` object.
+pub fn header(h: Option<&pb::ResponseHeader>) -> Option<Value> {
+    let h = h?;
+    Some(
+        Obj::new()
+            .put("cluster_id", uint(h.cluster_id))
+            .put("member_id", uint(h.member_id))
+            .put("revision", int(h.revision))
+            .put("raft_term", uint(h.raft_term))
+            .done(),
+    )
+}
+
+fn revision(h: Option<&pb::ResponseHeader>) -> Option<i64> {
+    h.map(|h| h.revision)
+}
+
+/// One key-value.
+pub fn kv(kv: &PbKeyValue, bytes: Bytes) -> Value {
+    let (key, value) = match bytes {
+        Bytes::Decoded => (
+            Some(Value::Str(kv.key.clone())),
+            Some(Value::Str(kv.value.clone())),
+        ),
+        Bytes::Base64 => (b64(&kv.key), b64(&kv.value)),
+    };
+    Obj::new()
+        .put("key", key)
+        .put("create_revision", int(kv.create_revision))
+        .put("mod_revision", int(kv.mod_revision))
+        .put("version", int(kv.version))
+        .put("value", value)
+        .put("lease", int(kv.lease))
+        .done()
+}
+
+fn kvs(list: &[PbKeyValue], bytes: Bytes) -> Option<Value> {
+    (!list.is_empty()).then(|| Value::List(list.iter().map(|k| kv(k, bytes)).collect()))
+}
+
+/// A Range answer (`get`, `readdir`).
+pub fn range(r: &pb::RangeResponse, bytes: Bytes) -> Value {
+    Obj::new()
+        .put("header", header(r.header.as_ref()))
+        .put("kvs", kvs(&r.kvs, bytes))
+        .put("more", flag(r.more))
+        .put("count", int(r.count))
+        .done()
+}
+
+/// A Range answer as a reply.
+pub fn range_reply(r: &pb::RangeResponse) -> Reply {
+    Reply::ok(range(r, Bytes::Decoded), revision(r.header.as_ref()))
+}
+
+/// A Put answer (`set`).
+pub fn put(r: &pb::PutResponse) -> Value {
+    Obj::new()
+        .put("header", header(r.header.as_ref()))
+        .put("prev_kv", r.prev_kv.as_ref().map(|k| kv(k, Bytes::Base64)))
+        .done()
+}
+
+/// A Put answer as a reply.
+pub fn put_reply(r: &pb::PutResponse) -> Reply {
+    Reply::ok(put(r), revision(r.header.as_ref()))
+}
+
+/// `version()`: the shape of the gateway's `GET /version`. etcd's Status
+/// RPC reports the member's server version; the cluster version there is
+/// `<major>.<minor>.0` of the cluster's lowest member, which for the usual
+/// single-version cluster is the same major.minor as the member's.
+pub fn version_reply(r: &pb::StatusResponse) -> Reply {
+    let cluster = cluster_version(&r.version);
+    let body = Obj::new()
+        .put(
+            "etcdserver",
+            Some(Value::Str(r.version.clone().into_bytes())),
+        )
+        .put("etcdcluster", Some(Value::Str(cluster.into_bytes())))
+        .done();
+    Reply::ok(body, revision(r.header.as_ref()))
+}
+
+fn cluster_version(server: &str) -> String {
+    let mut parts = server.split('.');
+    match (parts.next(), parts.next()) {
+        (Some(major), Some(minor)) => format!("{major}.{minor}.0"),
+        _ => server.to_string(),
+    }
+}
+
+/// The HTTP status grpc-gateway v1 (etcd 3.4.x and 3.5.x) gives a gRPC code.
+pub fn http_status(code: tonic::Code) -> u16 {
+    use tonic::Code::*;
+    match code {
+        Ok => 200,
+        Cancelled => 408,
+        Unknown => 500,
+        InvalidArgument => 400,
+        DeadlineExceeded => 504,
+        NotFound => 404,
+        AlreadyExists => 409,
+        PermissionDenied => 403,
+        ResourceExhausted => 429,
+        FailedPrecondition => 400,
+        Aborted => 409,
+        OutOfRange => 400,
+        Unimplemented => 501,
+        Internal => 500,
+        Unavailable => 503,
+        DataLoss => 500,
+        Unauthenticated => 401,
+    }
+}
+
+/// An etcd refusal as the gateway reports it: below 500 a reply whose body
+/// is `{error, code, message}` (etcd 3.5's order); 500 and above, and every
+/// transport failure, stay errors (`nil, err` in Lua), like lua-resty-etcd.
+pub fn refusal(err: Error) -> Result<Reply, Error> {
+    let Error::Status { status, .. } = &err else {
+        return Err(err);
+    };
+    let http = http_status(status.code());
+    if http >= 500 {
+        return Err(err);
+    }
+    let msg = status.message().as_bytes().to_vec();
+    let body = Value::Map(vec![
+        ("error", Value::Str(msg.clone())),
+        ("code", Value::Int(status.code() as i64)),
+        ("message", Value::Str(msg)),
+    ]);
+    Ok(Reply {
+        status: http,
+        body,
+        revision: None,
+    })
+}
+
+impl Value {
+    /// Renders the value as the gateway's compact JSON (for tests, golden
+    /// comparisons and logs). Decoded raw bytes are written as text.
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    fn write_json(&self, out: &mut String) {
+        match self {
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(n) => out.push_str(&n.to_string()),
+            Value::Str(s) => write_json_str(out, &String::from_utf8_lossy(s)),
+            Value::List(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write_json(out);
+                }
+                out.push(']');
+            }
+            Value::Map(members) => {
+                out.push('{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_json_str(out, k);
+                    out.push(':');
+                    v.write_json(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+fn write_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr(rev: i64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            cluster_id: 15875391935852295136,
+            member_id: 7383792418829112008,
+            revision: rev,
+            raft_term: 2,
+        })
+    }
+
+    const H1: &str = r#"{"cluster_id":"15875391935852295136","member_id":"7383792418829112008","revision":"1","raft_term":"2"}"#;
+
+    #[test]
+    fn range_miss_has_only_header() {
+        let r = pb::RangeResponse {
+            header: hdr(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            range(&r, Bytes::Base64).to_json(),
+            format!(r#"{{"header":{H1}}}"#)
+        );
+        assert_eq!(range_reply(&r).revision, Some(1));
+    }
+
+    #[test]
+    fn range_hit_matches_gateway_sample() {
+        // gateway-json.md: a key whose value was set to "" (base64 form).
+        let r = pb::RangeResponse {
+            header: hdr(3),
+            kvs: vec![PbKeyValue {
+                key: b"foo".to_vec(),
+                create_revision: 2,
+                mod_revision: 3,
+                version: 2,
+                value: vec![],
+                lease: 0,
+            }],
+            more: false,
+            count: 1,
+        };
+        let json = range(&r, Bytes::Base64).to_json();
+        assert!(json.ends_with(
+            r#""kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"3","version":"2"}],"count":"1"}"#
+        ));
+        // decoded form keeps raw bytes and an empty value for the deserializer
+        let Value::Map(m) = range(&r, Bytes::Decoded) else {
+            panic!()
+        };
+        let Value::List(kvs) = &m[1].1 else { panic!() };
+        assert_eq!(
+            kvs[0].to_json(),
+            r#"{"key":"foo","create_revision":"2","mod_revision":"3","version":"2","value":""}"#
+        );
+    }
+
+    #[test]
+    fn more_and_lease() {
+        let r = pb::RangeResponse {
+            header: hdr(5),
+            kvs: vec![PbKeyValue {
+                key: b"a".to_vec(),
+                lease: 1353509840801893644,
+                value: b"x".to_vec(),
+                ..Default::default()
+            }],
+            more: true,
+            count: 3,
+        };
+        let json = range(&r, Bytes::Base64).to_json();
+        assert!(json
+            .contains(r#""value":"eA==","lease":"1353509840801893644"}],"more":true,"count":"3""#));
+    }
+
+    #[test]
+    fn put_prev_kv_stays_base64() {
+        let r = pb::PutResponse {
+            header: hdr(3),
+            prev_kv: Some(PbKeyValue {
+                key: b"foo".to_vec(),
+                create_revision: 2,
+                mod_revision: 2,
+                version: 1,
+                value: b"bar".to_vec(),
+                lease: 0,
+            }),
+        };
+        assert!(put(&r).to_json().ends_with(
+            r#""prev_kv":{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}}"#
+        ));
+        let bare = pb::PutResponse {
+            header: hdr(3),
+            prev_kv: None,
+        };
+        assert!(!put(&bare).to_json().contains("prev_kv"));
+    }
+
+    #[test]
+    fn refusal_below_500_is_a_reply() {
+        let e = Error::from_status(
+            "http://h:1",
+            tonic::Status::out_of_range("etcdserver: mvcc: required revision has been compacted"),
+        );
+        let r = refusal(e).unwrap();
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            r.body.to_json(),
+            r#"{"error":"etcdserver: mvcc: required revision has been compacted","code":11,"message":"etcdserver: mvcc: required revision has been compacted"}"#
+        );
+    }
+
+    #[test]
+    fn refusal_from_500_stays_an_error() {
+        let e = Error::from_status(
+            "http://h:1",
+            tonic::Status::unavailable("etcdserver: no leader"),
+        );
+        assert!(refusal(e).is_err());
+        assert!(refusal(Error::Timeout).is_err());
+    }
+
+    #[test]
+    fn status_table() {
+        assert_eq!(http_status(tonic::Code::FailedPrecondition), 400);
+        assert_eq!(http_status(tonic::Code::Cancelled), 408);
+        assert_eq!(http_status(tonic::Code::Unauthenticated), 401);
+        assert_eq!(http_status(tonic::Code::ResourceExhausted), 429);
+    }
+
+    #[test]
+    fn version_shape() {
+        let r = pb::StatusResponse {
+            header: hdr(1),
+            version: "3.5.1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            version_reply(&r).body.to_json(),
+            r#"{"etcdserver":"3.5.1","etcdcluster":"3.5.0"}"#
+        );
+    }
+}

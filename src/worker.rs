@@ -1,0 +1,207 @@
+//! The state one nginx worker process keeps: its runtime, its bridge, its
+//! doorbell and its shared connections. Created lazily on first use after
+//! fork, so nothing of it ever exists in the master.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::runtime::{Handle, Runtime};
+
+use crate::bridge::Bridge;
+use crate::connection::{Config, Connection};
+use crate::doorbell::{Doorbell, Listener};
+use crate::error::{Error, Result};
+use crate::ops::{self, Op};
+use crate::runtime;
+use crate::shape::Reply;
+
+/// Everything a worker process shares between its Lua client objects.
+pub struct Worker {
+    generation: u64,
+    pid: u32,
+    /// Taken (and shut down) when the worker exits; `handle` then refuses
+    /// new work with a closed runtime, which jobs report as `Closed`.
+    runtime: Mutex<Option<Runtime>>,
+    handle: Handle,
+    bell: Arc<Doorbell>,
+    bridge: Bridge<Reply>,
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
+    closed: AtomicBool,
+    calls: AtomicU64,
+}
+
+/// The worker of this process, if one was created in this fork generation.
+/// Workers of earlier generations are leaked: their threads died in fork.
+static CURRENT: Mutex<Option<&'static Worker>> = Mutex::new(None);
+
+/// How many workers (runtimes) this process image has created.
+static CREATED: AtomicU64 = AtomicU64::new(0);
+
+/// The current process's worker, created on first use.
+pub fn current() -> Result<&'static Worker> {
+    let mut guard = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    let generation = runtime::fork_generation();
+    if let Some(w) = *guard {
+        if w.generation == generation {
+            return if w.closed.load(Ordering::Acquire) {
+                Err(Error::Closed)
+            } else {
+                Ok(w)
+            };
+        }
+    }
+    let w: &'static Worker = Box::leak(Box::new(Worker::new(generation)?));
+    CREATED.fetch_add(1, Ordering::Relaxed);
+    *guard = Some(w);
+    Ok(w)
+}
+
+/// The current worker only if it already exists (no creation).
+pub fn existing() -> Option<&'static Worker> {
+    let guard = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    guard.filter(|w| w.generation == runtime::fork_generation())
+}
+
+impl Worker {
+    fn new(generation: u64) -> Result<Worker> {
+        let rt = runtime::build_worker_runtime()?;
+        let handle = rt.handle().clone();
+        let bell = Arc::new(Doorbell::default());
+        Ok(Worker {
+            generation,
+            pid: std::process::id(),
+            runtime: Mutex::new(Some(rt)),
+            handle,
+            bridge: Bridge::new(bell.clone()),
+            bell,
+            connections: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    /// The shared connection for `config`, made on first use.
+    pub fn connection(&self, config: &Config) -> Result<Arc<Connection>> {
+        let key = config.key();
+        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        // tonic spawns the channel's worker task: it must see our runtime.
+        let _ctx = self.handle.enter();
+        let conn = Arc::new(Connection::new(config.clone())?);
+        map.insert(key, conn.clone());
+        Ok(conn)
+    }
+
+    /// Starts `op`; its result arrives through [`Worker::drain`].
+    pub fn submit(&self, conn: Arc<Connection>, op: Op, timeout: Duration) -> u64 {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.bridge
+            .submit(&self.handle, timeout, ops::execute(conn, op))
+    }
+
+    /// Runs `op` and blocks the calling thread until it ends.
+    pub fn call_blocking(&self, conn: Arc<Connection>, op: Op, timeout: Duration) -> Result<Reply> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.bridge
+            .call_blocking(&self.handle, timeout, ops::execute(conn, op))
+    }
+
+    /// Hands every finished call to `each`.
+    pub fn drain(&self, each: impl FnMut(u64, Result<Reply>)) -> usize {
+        self.bridge.drain(each)
+    }
+
+    /// Binds a fresh doorbell socket and returns its path; the runtime
+    /// accepts the dispatcher's connection on it, then removes the path.
+    pub fn doorbell(&self) -> Result<PathBuf> {
+        let listener = Listener::bind()
+            .map_err(|e| Error::InvalidArgument(format!("failed to create doorbell: {e}")))?;
+        let path = listener.path().to_path_buf();
+        let bell = self.bell.clone();
+        self.handle.spawn(async move {
+            let _ = listener.accept_into(&bell).await;
+        });
+        Ok(path)
+    }
+
+    /// Starts the exit: in-flight calls get a short grace, then end.
+    pub fn begin_exit(&self) {
+        self.bridge.begin_exit();
+    }
+
+    /// Ends the worker's runtime: every task is dropped (sockets closed),
+    /// the doorbell is hung up, later calls fail with `closed`.
+    pub fn shutdown(&self) {
+        self.bridge.begin_exit();
+        self.closed.store(true, Ordering::Release);
+        self.bell.detach();
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        let rt = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rt) = rt {
+            rt.shutdown_timeout(Duration::from_millis(200));
+        }
+    }
+
+    /// Figures for introspection.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            pid: self.pid,
+            runtimes_created: CREATED.load(Ordering::Relaxed),
+            in_flight: self.bridge.in_flight(),
+            calls: self.calls.load(Ordering::Relaxed),
+            connections: self
+                .connections
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len(),
+            exiting: self.bridge.is_exiting(),
+        }
+    }
+}
+
+/// What `etcd_grpc.stats()` reports about the worker.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// The pid the runtime was created in.
+    pub pid: u32,
+    /// Runtimes this process image created (1 in a healthy worker).
+    pub runtimes_created: u64,
+    /// Calls started and not yet completed.
+    pub in_flight: usize,
+    /// Calls started since the worker began.
+    pub calls: u64,
+    /// Distinct shared connections (endpoint sets) in use.
+    pub connections: usize,
+    /// Whether the worker is exiting.
+    pub exiting: bool,
+}
+
+/// One call where no worker may exist (nginx's `init` phase, in the
+/// master): a runtime and a connection made for it alone, both completely
+/// gone (no thread, no socket) when this returns.
+pub fn call_once(config: Config, op: Op, timeout: Duration) -> Result<Reply> {
+    let rt = runtime::build_throwaway_runtime()?;
+    let out = rt.block_on(async move {
+        let conn = Arc::new(Connection::new(config)?);
+        let job = std::panic::AssertUnwindSafe(ops::execute(conn, op));
+        match tokio::time::timeout(timeout, futures::FutureExt::catch_unwind(job)).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(panic)) => Err(crate::bridge::panic_error(panic)),
+            Err(_) => Err(Error::Timeout),
+        }
+    });
+    drop(rt);
+    out
+}
