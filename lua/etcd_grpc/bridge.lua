@@ -11,7 +11,6 @@
 local core = require "etcd_grpc.native"
 
 local ngx = ngx
-local type = type
 local pcall = pcall
 local tostring = tostring
 
@@ -19,9 +18,11 @@ local semaphore = ngx and require "ngx.semaphore"
 local get_phase = ngx and ngx.get_phase
 local worker_exiting = ngx and ngx.worker.exiting
 local timer_at = ngx and ngx.timer.at
+local ngx_sleep = ngx and ngx.sleep
 local log = ngx and ngx.log
 local ERR = ngx and ngx.ERR
 local WARN = ngx and ngx.WARN
+local INFO = ngx and ngx.INFO
 
 
 local _M = { _VERSION = "0.1.0" }
@@ -36,9 +37,13 @@ local YIELDABLE = {
 -- covers scheduling before the waiter gives up on its own.
 local WAIT_MARGIN = 1
 
--- The dispatcher's socket read timeout: it just loops on expiry, so this
--- only bounds how long a lost wake-up could go unnoticed.
-local DISPATCH_READ_TIMEOUT = 60 * 1000
+-- The dispatcher's socket read timeout. The doorbell always rings when
+-- results are queued (and at exit), so the read never needs to expire;
+-- ngx_lua logs every expiry at [error], so make it a week.
+local DISPATCH_READ_TIMEOUT = 7 * 24 * 3600 * 1000
+
+-- How often an exiting dispatcher checks whether its last waiter is gone.
+local EXIT_POLL = 0.005
 
 -- Long enough to never fire in practice; ngx_lua runs it early, with
 -- premature = true, when the worker starts exiting.
@@ -89,7 +94,14 @@ local function dispatch_loop()
     while true do
         local data, rerr = sock:receiveany(4096)
         deliver()
-        if worker_exiting() and npending == 0 then
+        if worker_exiting() then
+            -- Waiters resume after being posted, so npending drops later;
+            -- the runtime ends every call within its exit grace, so this
+            -- short poll is bounded.
+            while npending > 0 do
+                ngx_sleep(EXIT_POLL)
+                deliver()
+            end
             break
         end
         if not data and rerr ~= "timeout" then
@@ -115,6 +127,7 @@ local function run_dispatcher(premature)
         -- Exiting and nothing left to deliver: end the runtime for good.
         dispatcher = "done"
         core.shutdown()
+        log(INFO, "etcd_grpc: worker exiting, runtime shut down")
         return
     end
     log(ERR, "etcd_grpc dispatcher stopped: ", tostring(ok and err or res))
