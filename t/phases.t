@@ -190,3 +190,31 @@ runtime belongs to this worker: true
     }
 --- response_body
 from log
+
+
+
+=== TEST 6: plain luajit outside nginx: calls block, and time out against a frozen etcd
+--- config
+    location = /t {
+        content_by_lua_block {
+            local root = "$TEST_NGINX_ROOT"
+            local cmd = "LUA_PATH='" .. root .. "/lua/?.lua;;' LUA_CPATH='"
+                        .. root .. "/target/release/lib?.so;;' luajit "
+                        .. root .. "/t/lib/plain_luajit.lua $TEST_NGINX_ETCD_HOST "
+            local function run(mode)
+                local f = io.popen(cmd .. mode .. " 2>&1")
+                local out = f:read("*a")
+                f:close()
+                return out
+            end
+            ngx.print("roundtrip: ", run("roundtrip"))
+            os.execute("kill -STOP $TEST_NGINX_ETCD_PID")
+            local out = run("timeout")
+            os.execute("kill -CONT $TEST_NGINX_ETCD_PID")
+            ngx.print("frozen: ", out)
+        }
+    }
+--- response_body
+roundtrip: from luajit
+frozen: nil timeout true
+--- timeout: 15
