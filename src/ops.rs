@@ -21,6 +21,9 @@ pub enum Op {
     /// Test builds only: panics inside the runtime.
     #[cfg(feature = "test-hooks")]
     Panic,
+    /// Test builds only: completes at once, to measure the hand-off alone.
+    #[cfg(feature = "test-hooks")]
+    Noop,
 }
 
 /// Runs `op` on `conn` and shapes the outcome. etcd's refusals below HTTP
@@ -34,6 +37,8 @@ pub async fn execute(conn: Arc<Connection>, op: Op) -> Result<Reply> {
             .map(|r| shape::version_reply(&r)),
         #[cfg(feature = "test-hooks")]
         Op::Panic => panic!("etcd_grpc test hook: deliberate panic"),
+        #[cfg(feature = "test-hooks")]
+        Op::Noop => Ok(Reply::ok(shape::Value::Map(Vec::new()), None)),
     };
     outcome.or_else(shape::refusal)
 }

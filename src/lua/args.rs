@@ -78,6 +78,8 @@ pub fn op(name: &str, args: Option<&Table>) -> Result<Op> {
         ("version", _) => Ok(Op::Version),
         #[cfg(feature = "test-hooks")]
         ("panic", _) => Ok(Op::Panic),
+        #[cfg(feature = "test-hooks")]
+        ("noop", _) => Ok(Op::Noop),
         _ => Err(bad(format!("unknown operation: {name}"))),
     }
 }
