@@ -10,7 +10,13 @@ local bridge = require "etcd_grpc.bridge"
 local options = require "etcd_grpc.options"
 
 local type = type
+local pairs = pairs
+local error = error
 local ipairs = ipairs
+local tostring = tostring
+local str_byte = string.byte
+local str_char = string.char
+local str_sub = string.sub
 local setmetatable = setmetatable
 local math_max = math.max
 
@@ -112,6 +118,189 @@ function _M.set(self, key, val, opts)
         ignore_value = opts and opts.ignore_value,
         ignore_lease = opts and opts.ignore_lease,
     }, call_timeout(self, opts))
+end
+
+
+-- The end of the range holding every key that starts with `key`: the key
+-- with its last byte incremented (trailing 0xff bytes dropped first), as
+-- etcd's clients compute it; "\0" (all keys) for an empty or all-0xff key.
+local function prefix_range_end(key)
+    local n = #key
+    while n > 0 and str_byte(key, n) == 0xff do
+        n = n - 1
+    end
+    if n == 0 then
+        return "\0"
+    end
+    return str_sub(key, 1, n - 1) .. str_char(str_byte(key, n) + 1)
+end
+_M.prefix_range_end = prefix_range_end
+
+
+function _M.readdir(self, dir, opts)
+    if type(dir) ~= "string" and type(dir) ~= "number" then
+        return nil, "key must be string"
+    end
+    local real_key = self.key_prefix .. dir
+    if real_key == "" then
+        return nil, "key should not be empty"
+    end
+    local res, err = call(self.native, "range", {
+        key = real_key,
+        range_end = prefix_range_end(real_key),
+        revision = opts and opts.revision,
+        limit = opts and opts.limit,
+        sort_order = opts and opts.sort_order,
+        sort_target = opts and opts.sort_target,
+        keys_only = opts and opts.keys_only,
+        count_only = opts and opts.count_only,
+    }, call_timeout(self, opts))
+    if not res then
+        return nil, err
+    end
+    return deserialize_kvs(self, res)
+end
+
+
+local function delete(self, key, range_end, opts)
+    return call(self.native, "delete", {
+        key = key,
+        range_end = range_end,
+        prev_kv = opts and opts.prev_kv,
+    }, call_timeout(self, opts))
+end
+
+
+function _M.delete(self, key, opts)
+    -- no empty-key check, like lua-resty-etcd: etcd answers 400
+    -- "key is not provided" inside res.body
+    return delete(self, self.key_prefix .. tostring(key or ""), nil, opts)
+end
+
+
+function _M.rmdir(self, dir, opts)
+    local real_key = self.key_prefix .. tostring(dir or "")
+    return delete(self, real_key, prefix_range_end(real_key), opts)
+end
+
+
+local function shallow_copy(t)
+    local c = {}
+    for k, v in pairs(t) do
+        c[k] = v
+    end
+    return c
+end
+
+
+-- lua-resty-etcd's txn rewriting: compares get the key prefixed and the
+-- value serialized; success requestPuts get key and value rewritten; all
+-- else passes as the caller wrote it (base64 bytes). Rewritten entries are
+-- marked `raw` so the native side knows their bytes are plain.
+local function encode(self, v)
+    local out, err = self.serializer.serialize(v)
+    if not out then
+        return nil, "failed to encode value: " .. tostring(err)
+    end
+    return out
+end
+
+
+local function rewrite_compares(self, compare)
+    local out = {}
+    for i, rule in ipairs(compare) do
+        rule = shallow_copy(rule)
+        rule.key = self.key_prefix .. tostring(rule.key or "")
+        if rule.value ~= nil then
+            local err
+            rule.value, err = encode(self, rule.value)
+            if not rule.value then
+                return nil, err
+            end
+        end
+        rule.raw = true
+        out[i] = rule
+    end
+    return out
+end
+
+
+local function rewrite_success(self, success)
+    local out = {}
+    for i, op in ipairs(success) do
+        local put = op.requestPut
+        if type(put) == "table" then
+            op = shallow_copy(op)
+            put = shallow_copy(put)
+            put.key = self.key_prefix .. tostring(put.key or "")
+            local err
+            put.value, err = encode(self, put.value)
+            if not put.value then
+                return nil, err
+            end
+            op.requestPut = put
+            op.raw = true
+        end
+        out[i] = op
+    end
+    return out
+end
+
+
+function _M.txn(self, compare, success, failure, opts)
+    if type(compare) ~= "table" then
+        error("compare must be a table", 2)
+    end
+    if #compare < 1 then
+        return nil, "compare couldn't be empty"
+    end
+    if (type(success) ~= "table" or #success < 1)
+       and (type(failure) ~= "table" or #failure < 1)
+    then
+        return nil, "success and failure couldn't be empty at the same time"
+    end
+    local cmp, err = rewrite_compares(self, compare)
+    if not cmp then
+        return nil, err
+    end
+    local succ
+    succ, err = rewrite_success(self, type(success) == "table" and success or {})
+    if not succ then
+        return nil, err
+    end
+    return call(self.native, "txn", {
+        compare = cmp,
+        success = succ,
+        failure = type(failure) == "table" and failure or nil,
+    }, call_timeout(self, opts))
+end
+
+
+-- setnx/setx: a put guarded by "the key does not exist" (create_revision
+-- is 0), in the success or in the failure branch.
+local function guarded_put(self, key, val, opts, when_absent)
+    local real_key = self.key_prefix .. tostring(key)
+    local value, err = self.serializer.serialize(val)
+    if not value then
+        return nil, "failed to encode val: " .. tostring(err)
+    end
+    local put = { { requestPut = { key = real_key, value = value }, raw = true } }
+    return call(self.native, "txn", {
+        compare = { { target = "CREATE", result = "EQUAL", key = real_key,
+                      create_revision = 0, raw = true } },
+        success = when_absent and put or nil,
+        failure = (not when_absent) and put or nil,
+    }, call_timeout(self, opts))
+end
+
+
+function _M.setnx(self, key, val, opts)
+    return guarded_put(self, key, val, opts, true)
+end
+
+
+function _M.setx(self, key, val, opts)
+    return guarded_put(self, key, val, opts, false)
 end
 
 

@@ -46,6 +46,15 @@ impl Error {
         }
     }
 
+    /// A request etcd's gateway would refuse before calling etcd (bad
+    /// base64, unknown enum name): a 400 with gRPC code InvalidArgument.
+    pub fn bad_request(msg: String) -> Error {
+        Error::Status {
+            endpoint: String::new(),
+            status: tonic::Status::invalid_argument(msg),
+        }
+    }
+
     /// Builds the error for a failed call to `endpoint`, telling etcd's own
     /// refusals apart from transport failures that tonic also reports as a
     /// `Status` (code `Unavailable`/`Unknown` with a transport source).

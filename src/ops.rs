@@ -4,8 +4,11 @@
 use std::sync::Arc;
 
 use crate::connection::Connection;
-use crate::error::Result;
-use crate::pb::etcdserverpb::{PutRequest as PbPutRequest, RangeRequest as PbRangeRequest};
+use crate::error::{Error, Result};
+use crate::pb::etcdserverpb::{
+    DeleteRangeRequest as PbDeleteRangeRequest, PutRequest as PbPutRequest,
+    RangeRequest as PbRangeRequest, TxnRequest as PbTxnRequest,
+};
 use crate::shape::{self, Reply};
 use crate::{kv, maintenance};
 
@@ -16,8 +19,14 @@ pub enum Op {
     Range(PbRangeRequest),
     /// `set`.
     Put(PbPutRequest),
+    /// `delete`, `rmdir`.
+    DeleteRange(PbDeleteRangeRequest),
+    /// `txn`, `setnx`, `setx`.
+    Txn(PbTxnRequest),
     /// `version`.
     Version,
+    /// A request refused before reaching etcd, as the gateway refuses it.
+    Refuse(String),
     /// Test builds only: panics inside the runtime.
     #[cfg(feature = "test-hooks")]
     Panic,
@@ -32,6 +41,11 @@ pub async fn execute(conn: Arc<Connection>, op: Op) -> Result<Reply> {
     let outcome = match op {
         Op::Range(req) => kv::range(&conn, req).await.map(|r| shape::range_reply(&r)),
         Op::Put(req) => kv::put(&conn, req).await.map(|r| shape::put_reply(&r)),
+        Op::DeleteRange(req) => kv::delete_range(&conn, req)
+            .await
+            .map(|r| shape::delete_reply(&r)),
+        Op::Txn(req) => kv::txn(&conn, req).await.map(|r| shape::txn_reply(&r)),
+        Op::Refuse(msg) => Err(Error::bad_request(msg)),
         Op::Version => maintenance::status(&conn)
             .await
             .map(|r| shape::version_reply(&r)),

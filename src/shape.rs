@@ -175,6 +175,50 @@ pub fn put_reply(r: &pb::PutResponse) -> Reply {
     Reply::ok(put(r), revision(r.header.as_ref()))
 }
 
+/// A DeleteRange answer (`delete`, `rmdir`): `deleted` absent when 0.
+pub fn delete(r: &pb::DeleteRangeResponse) -> Value {
+    Obj::new()
+        .put("header", header(r.header.as_ref()))
+        .put("deleted", int(r.deleted))
+        .put("prev_kvs", kvs(&r.prev_kvs, Bytes::Base64))
+        .done()
+}
+
+/// A DeleteRange answer as a reply.
+pub fn delete_reply(r: &pb::DeleteRangeResponse) -> Reply {
+    Reply::ok(delete(r), revision(r.header.as_ref()))
+}
+
+/// A Txn answer: `succeeded` absent when false; `responses` as the gateway
+/// sends them (one-key objects, bytes in base64, nested headers as etcd
+/// fills them: revision only).
+pub fn txn(r: &pb::TxnResponse) -> Value {
+    let responses = (!r.responses.is_empty())
+        .then(|| Value::List(r.responses.iter().map(response_op).collect()));
+    Obj::new()
+        .put("header", header(r.header.as_ref()))
+        .put("succeeded", flag(r.succeeded))
+        .put("responses", responses)
+        .done()
+}
+
+/// A Txn answer as a reply.
+pub fn txn_reply(r: &pb::TxnResponse) -> Reply {
+    Reply::ok(txn(r), revision(r.header.as_ref()))
+}
+
+fn response_op(op: &pb::ResponseOp) -> Value {
+    use pb::response_op::Response;
+    let (name, body) = match &op.response {
+        Some(Response::ResponseRange(r)) => ("response_range", range(r, Bytes::Base64)),
+        Some(Response::ResponsePut(r)) => ("response_put", put(r)),
+        Some(Response::ResponseDeleteRange(r)) => ("response_delete_range", delete(r)),
+        Some(Response::ResponseTxn(r)) => ("response_txn", txn(r)),
+        None => return Value::Map(Vec::new()),
+    };
+    Value::Map(vec![(name, body)])
+}
+
 /// `version()`: the shape of the gateway's `GET /version`. etcd's Status
 /// RPC reports the member's server version; the cluster version there is
 /// `<major>.<minor>.0` of the cluster's lowest member, which for the usual
@@ -431,6 +475,77 @@ mod tests {
         assert_eq!(http_status(tonic::Code::Cancelled), 408);
         assert_eq!(http_status(tonic::Code::Unauthenticated), 401);
         assert_eq!(http_status(tonic::Code::ResourceExhausted), 429);
+    }
+
+    #[test]
+    fn delete_shapes() {
+        let none = pb::DeleteRangeResponse {
+            header: hdr(4),
+            ..Default::default()
+        };
+        assert_eq!(
+            delete(&none).to_json(),
+            format!(r#"{{"header":{}}}"#, H1.replace(r#""1""#, r#""4""#))
+        );
+        let one = pb::DeleteRangeResponse {
+            header: hdr(4),
+            deleted: 1,
+            prev_kvs: vec![PbKeyValue {
+                key: b"foo".to_vec(),
+                create_revision: 2,
+                mod_revision: 3,
+                version: 2,
+                ..Default::default()
+            }],
+        };
+        assert!(delete(&one).to_json().ends_with(
+            r#""deleted":"1","prev_kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"3","version":"2"}]}"#
+        ));
+    }
+
+    #[test]
+    fn txn_matches_gateway_samples() {
+        use pb::response_op::Response;
+        let nested = |rev| {
+            Some(pb::ResponseHeader {
+                revision: rev,
+                ..Default::default()
+            })
+        };
+        let ok = pb::TxnResponse {
+            header: hdr(8),
+            succeeded: true,
+            responses: vec![
+                pb::ResponseOp {
+                    response: Some(Response::ResponsePut(pb::PutResponse {
+                        header: nested(8),
+                        prev_kv: None,
+                    })),
+                },
+                pb::ResponseOp {
+                    response: Some(Response::ResponseDeleteRange(pb::DeleteRangeResponse {
+                        header: nested(8),
+                        ..Default::default()
+                    })),
+                },
+            ],
+        };
+        assert!(txn(&ok).to_json().ends_with(
+            r#""succeeded":true,"responses":[{"response_put":{"header":{"revision":"8"}}},{"response_delete_range":{"header":{"revision":"8"}}}]}"#
+        ));
+        let failed = pb::TxnResponse {
+            header: hdr(8),
+            succeeded: false,
+            responses: vec![pb::ResponseOp {
+                response: Some(Response::ResponseRange(pb::RangeResponse {
+                    header: nested(8),
+                    ..Default::default()
+                })),
+            }],
+        };
+        let json = txn(&failed).to_json();
+        assert!(!json.contains("succeeded"));
+        assert!(json.ends_with(r#""responses":[{"response_range":{"header":{"revision":"8"}}}]}"#));
     }
 
     #[test]

@@ -6,23 +6,34 @@ use mlua::{Table, Value as LuaValue};
 use crate::connection::{Config, UNLIMITED};
 use crate::error::{Error, Result};
 use crate::ops::Op;
-use crate::pb::etcdserverpb::{PutRequest as PbPutRequest, RangeRequest as PbRangeRequest};
+use crate::pb::etcdserverpb::{
+    range_request, DeleteRangeRequest as PbDeleteRangeRequest, PutRequest as PbPutRequest,
+    RangeRequest as PbRangeRequest,
+};
 
-fn bad(msg: String) -> Error {
+/// A malformed argument.
+pub fn bad(msg: String) -> Error {
     Error::InvalidArgument(msg)
 }
 
-/// An optional int64: a Lua integer-valued number, or a decimal string (lease
-/// ids exceed 2^53, so callers pass the gateway's strings back).
+/// An optional int64 field (nil is 0).
 pub fn int(t: &Table, name: &str) -> Result<i64> {
     let v: LuaValue = t.raw_get(name).map_err(|e| bad(e.to_string()))?;
     match v {
         LuaValue::Nil => Ok(0),
+        v => int_value(&v, name),
+    }
+}
+
+/// An int64: a Lua integer-valued number, or a decimal string (lease ids
+/// exceed 2^53, so callers pass the gateway's strings back).
+pub fn int_value(v: &LuaValue, name: &str) -> Result<i64> {
+    match *v {
         LuaValue::Integer(n) => Ok(n),
         LuaValue::Number(n) if n.is_finite() && n.fract() == 0.0 && n.abs() < 9.2e18 => {
             Ok(n as i64)
         }
-        LuaValue::String(s) => {
+        LuaValue::String(ref s) => {
             let s = s
                 .to_str()
                 .map_err(|_| bad(format!("{name} must be integer")))?;
@@ -32,6 +43,31 @@ pub fn int(t: &Table, name: &str) -> Result<i64> {
         }
         _ => Err(bad(format!("{name} must be integer"))),
     }
+}
+
+/// An enum field given by name or number (nil is 0), as the gateway's
+/// decoder accepts it.
+pub fn enum_value(v: &LuaValue, name: &str, by_name: fn(&str) -> Option<i32>) -> Result<i32> {
+    match v {
+        LuaValue::Nil => Ok(0),
+        LuaValue::String(s) => {
+            let text = s.to_string_lossy();
+            by_name(&text)
+                .ok_or_else(|| Error::bad_request(format!("unknown value \"{text}\" for {name}")))
+        }
+        v => int_value(v, name)
+            .and_then(|n| i32::try_from(n).map_err(|_| bad(format!("{name} out of range")))),
+    }
+}
+
+/// `sort_order` names.
+pub fn sort_order(name: &str) -> Option<i32> {
+    range_request::SortOrder::from_str_name(name).map(|v| v as i32)
+}
+
+/// `sort_target` names.
+pub fn sort_target(name: &str) -> Option<i32> {
+    range_request::SortTarget::from_str_name(name).map(|v| v as i32)
 }
 
 /// An optional boolean (nil is false).
@@ -52,16 +88,33 @@ pub fn bytes(t: &Table, name: &str) -> Result<Vec<u8>> {
     }
 }
 
-/// The request named `op` built from `args`.
+/// The request named `op` built from `args`. Input the gateway itself
+/// would refuse (bad base64, unknown enum names) becomes an operation that
+/// answers with the gateway's 400, so callers get the same `res`.
 pub fn op(name: &str, args: Option<&Table>) -> Result<Op> {
+    match parse_op(name, args) {
+        Err(Error::Status { status, .. }) => Ok(Op::Refuse(status.message().to_string())),
+        other => other,
+    }
+}
+
+fn parse_op(name: &str, args: Option<&Table>) -> Result<Op> {
     match (name, args) {
         ("range", Some(a)) => Ok(Op::Range(PbRangeRequest {
             key: bytes(a, "key")?,
             range_end: bytes(a, "range_end")?,
             limit: int(a, "limit")?,
             revision: int(a, "revision")?,
-            sort_order: int(a, "sort_order")? as i32,
-            sort_target: int(a, "sort_target")? as i32,
+            sort_order: enum_value(
+                &a.raw_get("sort_order").unwrap_or(LuaValue::Nil),
+                "sort_order",
+                sort_order,
+            )?,
+            sort_target: enum_value(
+                &a.raw_get("sort_target").unwrap_or(LuaValue::Nil),
+                "sort_target",
+                sort_target,
+            )?,
             serializable: flag(a, "serializable")?,
             keys_only: flag(a, "keys_only")?,
             count_only: flag(a, "count_only")?,
@@ -75,6 +128,12 @@ pub fn op(name: &str, args: Option<&Table>) -> Result<Op> {
             ignore_value: flag(a, "ignore_value")?,
             ignore_lease: flag(a, "ignore_lease")?,
         })),
+        ("delete", Some(a)) => Ok(Op::DeleteRange(PbDeleteRangeRequest {
+            key: bytes(a, "key")?,
+            range_end: bytes(a, "range_end")?,
+            prev_kv: flag(a, "prev_kv")?,
+        })),
+        ("txn", Some(a)) => Ok(Op::Txn(super::txn::txn(a)?)),
         ("version", _) => Ok(Op::Version),
         #[cfg(feature = "test-hooks")]
         ("panic", _) => Ok(Op::Panic),

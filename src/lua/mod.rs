@@ -4,6 +4,7 @@
 
 mod args;
 mod convert;
+mod txn;
 
 use std::cell::RefCell;
 use std::sync::Arc;

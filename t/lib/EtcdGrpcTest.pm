@@ -278,6 +278,10 @@ sub _preprocess_block ($block) {
               . qq{    lua_package_cpath "$cpath;;";\n};
     $block->set_value(http_config => $paths . ($block->http_config // ''));
 
+    # let Lua helpers (t/lib/etcd_grpc_test.lua) read the endpoint
+    $block->set_value(main_config => "env TEST_NGINX_ETCD_HOST;\n"
+                                     . ($block->main_config // ''));
+
     if (!defined $block->error_log && !defined $block->no_error_log) {
         $block->set_value(no_error_log => "[error]\n");
     }

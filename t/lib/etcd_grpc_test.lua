@@ -7,6 +7,16 @@ local tostring = tostring
 local _M = {}
 
 
+-- A client of the test etcd (TEST_NGINX_ETCD_HOST, exported to nginx by
+-- EtcdGrpcTest) with `opts` added.
+function _M.client(opts)
+    local etcd = require "etcd_grpc"
+    opts = opts or {}
+    opts.http_host = os.getenv("TEST_NGINX_ETCD_HOST")
+    return assert(etcd.new(opts))
+end
+
+
 -- Counts established TCP connections from process `pid` to local `port`,
 -- as the kernel sees them (ss), not as the library reports them.
 function _M.established(pid, port)
