@@ -120,6 +120,8 @@ install: build
 	$(INSTALL) -m 0644 lua/etcd_grpc/*.lua $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/
 	$(INSTALL) -m 0644 lua/etcd_grpc/serializers/*.lua $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/serializers/
 	$(INSTALL) -m 0755 $(LIB) $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc_core.so
+	$(INSTALL) -d $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/compat/resty
+	$(INSTALL) -m 0644 lua/compat/resty/etcd.lua $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/compat/resty/
 
 clean:
 	$(CARGO) clean

@@ -249,3 +249,28 @@ my ($maj, $min) = split /\./, $ENV{TEST_NGINX_ETCD_VERSION};
 --- response_body
 nil http://127.0.0.1:1: connection refused
 nil http://127.0.0.1:1: connection refused
+
+
+
+=== TEST 10: code written for lua-resty-etcd runs through the compat path unchanged
+--- config
+    location = /t {
+        content_by_lua_block {
+            package.path = "$TEST_NGINX_ROOT/lua/compat/?.lua;" .. package.path
+            local etcd = require "resty.etcd"
+            local cli, err = etcd.new({ protocol = "v3", http_host = "$TEST_NGINX_ETCD_HOST",
+                                        key_prefix = "/kv10" })
+            if not cli then
+                ngx.say("failed to create client: ", err)
+                return
+            end
+            assert(cli:set("/a", { x = 1 }))
+            local res = cli:get("/a")
+            ngx.say("module version: ", etcd.version, ", via etcd_grpc: ",
+                    getmetatable(cli).__index == require("etcd_grpc"))
+            ngx.say(res.body.kvs[1].key, " ", res.body.kvs[1].value.x)
+        }
+    }
+--- response_body
+module version: 0.9, via etcd_grpc: true
+/kv10/a 1
