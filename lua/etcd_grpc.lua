@@ -19,8 +19,10 @@ local str_char = string.char
 local str_sub = string.sub
 local setmetatable = setmetatable
 local math_max = math.max
+local tonumber = tonumber
+local table_concat = table.concat
 
-local call = bridge.call
+local bridge_call = bridge.call
 
 
 local _M = { _VERSION = "0.1.0" }
@@ -30,27 +32,58 @@ local mt = { __index = _M }
 local DEFAULT_SOCKET_TIMEOUT = 60
 
 
+-- The endpoint list the native client dials, from `cli.endpoints` as it is
+-- now: callers may rewrite endpoints[i].full_prefix (and friends) after
+-- new(), and later requests must follow, as in lua-resty-etcd.
+local function endpoint_list(endpoints)
+    local list = {}
+    for i, ep in ipairs(endpoints) do
+        local prefix = ep.full_prefix or ep.http_host
+        list[i] = (prefix:gsub("/v3/?$", ""))
+    end
+    return list, table_concat(list, ",")
+end
+
+
+local function native_client(self)
+    local list, sig = endpoint_list(self.endpoints)
+    if sig == self._endpoints_sig then
+        return self._native
+    end
+    local native, err = core.client({
+        endpoints = list,
+        first = math_max(tonumber(self.init_count) or 0, 0) % #list,
+        max_recv = self.max_recv_msg_size,
+    })
+    if not native then
+        return nil, err
+    end
+    self._native, self._endpoints_sig = native, sig
+    return native
+end
+
+
 function _M.new(opts)
     local s, err = options.normalize(opts)
     if not s then
         return nil, err
     end
-
-    local endpoints = {}
-    for i, ep in ipairs(s.endpoints) do
-        endpoints[i] = ep.http_host
-    end
-    local native, nerr = core.client({
-        endpoints = endpoints,
-        first = math_max(s.init_count, 0) % #endpoints,
-        max_recv = s.max_recv_msg_size,
-    })
+    local cli = setmetatable(s, mt)
+    local native
+    native, err = native_client(cli)
     if not native then
-        return nil, nerr
+        return nil, err
     end
+    return cli
+end
 
-    s.native = native
-    return setmetatable(s, mt)
+
+local function call(self, op, args, timeout)
+    local native, err = native_client(self)
+    if not native then
+        return nil, err
+    end
+    return bridge_call(native, op, args, timeout)
 end
 
 
@@ -87,7 +120,7 @@ function _M.get(self, key, opts)
     if real_key == "" then
         return nil, "key should not be empty"
     end
-    local res, err = call(self.native, "range", {
+    local res, err = call(self, "range", {
         key = real_key,
         revision = opts and opts.revision,
     }, call_timeout(self, opts))
@@ -110,7 +143,7 @@ function _M.set(self, key, val, opts)
     if not value then
         return nil, err
     end
-    return call(self.native, "put", {
+    return call(self, "put", {
         key = real_key,
         value = value,
         lease = opts and opts.lease,
@@ -145,7 +178,7 @@ function _M.readdir(self, dir, opts)
     if real_key == "" then
         return nil, "key should not be empty"
     end
-    local res, err = call(self.native, "range", {
+    local res, err = call(self, "range", {
         key = real_key,
         range_end = prefix_range_end(real_key),
         revision = opts and opts.revision,
@@ -163,7 +196,7 @@ end
 
 
 local function delete(self, key, range_end, opts)
-    return call(self.native, "delete", {
+    return call(self, "delete", {
         key = key,
         range_end = range_end,
         prev_kv = opts and opts.prev_kv,
@@ -268,7 +301,7 @@ function _M.txn(self, compare, success, failure, opts)
     if not succ then
         return nil, err
     end
-    return call(self.native, "txn", {
+    return call(self, "txn", {
         compare = cmp,
         success = succ,
         failure = type(failure) == "table" and failure or nil,
@@ -285,7 +318,7 @@ local function guarded_put(self, key, val, opts, when_absent)
         return nil, "failed to encode val: " .. tostring(err)
     end
     local put = { { requestPut = { key = real_key, value = value }, raw = true } }
-    return call(self.native, "txn", {
+    return call(self, "txn", {
         compare = { { target = "CREATE", result = "EQUAL", key = real_key,
                       create_revision = 0, raw = true } },
         success = when_absent and put or nil,
@@ -305,7 +338,7 @@ end
 
 
 function _M.version(self, opts)
-    return call(self.native, "version", nil, call_timeout(self, opts))
+    return call(self, "version", nil, call_timeout(self, opts))
 end
 
 

@@ -112,7 +112,7 @@ established connections to etcd: 1
             local bridge = require "etcd_grpc.bridge"
             local cli = etcd.new({ http_host = "$TEST_NGINX_ETCD_HOST", serializer = "raw" })
             assert(cli:set("/nb3/k", "alive"))
-            local res, err = bridge.call(cli.native, "panic", nil, 2)
+            local res, err = bridge.call(cli._native, "panic", nil, 2)
             ngx.say("async: ", tostring(res), " ", err)
             res = cli:get("/nb3/k")
             ngx.say("next call: ", res.body.kvs[1].value)
@@ -132,7 +132,7 @@ worker pid unchanged: true
         local etcd = require "etcd_grpc"
         local bridge = require "etcd_grpc.bridge"
         local cli = etcd.new({ http_host = "$TEST_NGINX_ETCD_HOST", serializer = "raw" })
-        local res, err = bridge.call(cli.native, "panic", nil, 2)
+        local res, err = bridge.call(cli._native, "panic", nil, 2)
         local res2, err2 = cli:set("/nb4/k", "after panic")
         package.loaded.nb4 = tostring(res) .. " " .. tostring(err) .. " / "
                              .. tostring(res2 and res2.status or err2)
