@@ -67,9 +67,30 @@ impl Error {
         }
         Error::Status {
             endpoint: endpoint.to_string(),
-            status,
+            status: gateway_status(status),
         }
     }
+}
+
+/// Rewrites the client library's own refusals into what etcd's gateway
+/// reports for the same condition, so no tonic-specific text leaks: an
+/// answer above the receive limit is grpc-go's ResourceExhausted
+/// "grpc: received message larger than max (N vs. M)".
+fn gateway_status(status: tonic::Status) -> tonic::Status {
+    let msg = status.message();
+    if status.code() == tonic::Code::OutOfRange && msg.contains("decoded message length too large")
+    {
+        let nums: Vec<&str> = msg
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let [found, limit] = nums[..] {
+            return tonic::Status::resource_exhausted(format!(
+                "grpc: received message larger than max ({found} vs. {limit})"
+            ));
+        }
+    }
+    status
 }
 
 /// If `status` was produced by the client's transport rather than by etcd,
@@ -137,6 +158,19 @@ mod tests {
             reason: "connection refused".into(),
         };
         assert_eq!(e.to_string(), "http://127.0.0.1:2379: connection refused");
+    }
+
+    #[test]
+    fn decode_limit_reads_like_grpc_go() {
+        let st = tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 4211298 bytes, the limit is: 4194304 bytes",
+        );
+        let e = Error::from_status("http://h:1", st);
+        assert_eq!(e.grpc_code(), Some(tonic::Code::ResourceExhausted));
+        assert_eq!(
+            e.to_string(),
+            "http://h:1: grpc: received message larger than max (4211298 vs. 4194304)"
+        );
     }
 
     #[test]
