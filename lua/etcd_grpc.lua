@@ -337,6 +337,90 @@ function _M.setx(self, key, val, opts)
 end
 
 
+local function deserialize_kv(deserialize, kv)
+    -- DELETE events and empty values carry no value: it stays nil
+    if kv and kv.value ~= nil then
+        kv.value = deserialize(kv.value)
+    end
+end
+
+
+-- A watch is a native watcher on the worker's shared Watch stream plus a
+-- reader closure. Dropping the reader (GC) cancels the watcher on etcd.
+local function watch(self, key, range_end, opts)
+    local native, err = native_client(self)
+    if not native then
+        return nil, err
+    end
+    opts = opts or {}
+    local w
+    w, err = native:watcher({
+        key = key,
+        range_end = range_end,
+        start_revision = opts.start_revision,
+        progress_notify = opts.progress_notify,
+        filters = opts.filters,
+        prev_kv = opts.prev_kv,
+        watch_id = opts.watch_id,
+        fragment = opts.fragment,
+        buffer = opts.buffer,
+    })
+    if not w then
+        return nil, err
+    end
+
+    local timeout = call_timeout(self, opts)
+    local deserialize = self.serializer.deserialize
+    local ended = false
+
+    local function reader()
+        if ended then
+            return nil, "closed"
+        end
+        local res, rerr = bridge_call(w, "read", nil, timeout)
+        if not res then
+            -- like the HTTP stream: a read timeout ends the watch
+            ended = true
+            w:cancel()
+            return nil, rerr
+        end
+        local chunk = res.body
+        local events = chunk.result and chunk.result.events
+        if events then
+            for _, ev in ipairs(events) do
+                deserialize_kv(deserialize, ev.kv)
+                deserialize_kv(deserialize, ev.prev_kv)
+            end
+        end
+        return chunk
+    end
+
+    if opts.need_cancel == true then
+        return reader, nil, w
+    end
+    return reader
+end
+
+
+function _M.watch(self, key, opts)
+    return watch(self, self.key_prefix .. tostring(key), nil, opts)
+end
+
+
+function _M.watchdir(self, dir, opts)
+    local real_key = self.key_prefix .. tostring(dir or "")
+    return watch(self, real_key, prefix_range_end(real_key), opts)
+end
+
+
+function _M.watchcancel(self, handle)
+    if type(handle) ~= "userdata" then
+        return nil, "not initialized"
+    end
+    return handle:cancel()
+end
+
+
 function _M.version(self, opts)
     return call(self, "version", nil, call_timeout(self, opts))
 end

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -68,6 +68,8 @@ struct Dialed {
 /// The long-lived connections of one worker to one etcd cluster.
 pub struct Connection {
     config: Config,
+    /// The Watch stream's owner, started with the first watcher.
+    hub: Mutex<Option<Arc<crate::watch::Hub>>>,
     crud: Mutex<Option<Dialed>>,
     sync: Mutex<Option<Dialed>>,
     /// Rotates over endpoints after failures; shared by both channels so
@@ -92,6 +94,7 @@ impl Connection {
         let first = config.first % config.endpoints.len();
         Ok(Connection {
             config,
+            hub: Mutex::new(None),
             crud: Mutex::new(None),
             sync: Mutex::new(None),
             next: AtomicUsize::new(first),
@@ -149,6 +152,15 @@ impl Connection {
                 Ordering::Relaxed,
             );
         }
+    }
+
+    /// The hub that multiplexes this connection's watchers, started on
+    /// first use. Must be called inside the runtime.
+    pub fn watch_hub(self: &Arc<Self>) -> Arc<crate::watch::Hub> {
+        let mut guard = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .get_or_insert_with(|| crate::watch::Hub::start(Arc::downgrade(self)))
+            .clone()
     }
 
     /// Largest response accepted, in bytes.

@@ -6,7 +6,7 @@
 //! - [`error`]: the crate's one error type and its stable strings.
 //! - [`pb`]: code generated from `proto/` (etcd's wire types).
 //! - [`connection`]: endpoints to long-lived gRPC channels, failover.
-//! - [`kv`], [`maintenance`]: one etcd service each.
+//! - [`kv`], [`watch`], [`maintenance`]: one etcd service each.
 //! - [`ops`]: the operations Lua can run, each from request to [`shape::Reply`].
 //! - [`shape`]: typed results to gateway-shaped values (no Lua, unit-tested).
 //! - [`runtime`], [`worker`]: the per-worker Tokio runtime, created after
@@ -28,6 +28,7 @@ pub mod ops;
 pub mod pb;
 pub mod runtime;
 pub mod shape;
+pub mod watch;
 pub mod worker;
 
 #[cfg(feature = "module")]

@@ -27,12 +27,18 @@ pub enum Op {
     Version,
     /// A request refused before reaching etcd, as the gateway refuses it.
     Refuse(String),
+    /// The next response of a watcher.
+    WatchRead(Arc<crate::watch::Watcher>),
     /// Test builds only: panics inside the runtime.
     #[cfg(feature = "test-hooks")]
     Panic,
     /// Test builds only: completes at once, to measure the hand-off alone.
     #[cfg(feature = "test-hooks")]
     Noop,
+    /// Test builds only: blocks the runtime thread for this many ms, so a
+    /// test can make things happen that the runtime notices only later.
+    #[cfg(feature = "test-hooks")]
+    Stall(u64),
 }
 
 /// Runs `op` on `conn` and shapes the outcome. etcd's refusals below HTTP
@@ -46,6 +52,7 @@ pub async fn execute(conn: Arc<Connection>, op: Op) -> Result<Reply> {
             .map(|r| shape::delete_reply(&r)),
         Op::Txn(req) => kv::txn(&conn, req).await.map(|r| shape::txn_reply(&r)),
         Op::Refuse(msg) => Err(Error::bad_request(msg)),
+        Op::WatchRead(w) => w.next().await.map(|v| Reply::ok(v, None)),
         Op::Version => maintenance::status(&conn)
             .await
             .map(|r| shape::version_reply(&r)),
@@ -53,6 +60,11 @@ pub async fn execute(conn: Arc<Connection>, op: Op) -> Result<Reply> {
         Op::Panic => panic!("etcd_grpc test hook: deliberate panic"),
         #[cfg(feature = "test-hooks")]
         Op::Noop => Ok(Reply::ok(shape::Value::Map(Vec::new()), None)),
+        #[cfg(feature = "test-hooks")]
+        Op::Stall(ms) => {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(Reply::ok(shape::Value::Map(Vec::new()), None))
+        }
     };
     outcome.or_else(shape::refusal)
 }

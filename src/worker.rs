@@ -97,6 +97,13 @@ impl Worker {
         Ok(conn)
     }
 
+    /// Registers a watcher on `conn`'s shared Watch stream.
+    pub fn watch(&self, conn: &Arc<Connection>, spec: crate::watch::Spec) -> crate::watch::Watcher {
+        // The hub task is spawned on first use: it must see our runtime.
+        let _ctx = self.handle.enter();
+        conn.watch_hub().watch(spec)
+    }
+
     /// Starts `op`; its result arrives through [`Worker::drain`].
     pub fn submit(&self, conn: Arc<Connection>, op: Op, timeout: Duration) -> u64 {
         self.calls.fetch_add(1, Ordering::Relaxed);

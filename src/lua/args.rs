@@ -7,8 +7,9 @@ use crate::connection::{Config, UNLIMITED};
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::pb::etcdserverpb::{
-    range_request, DeleteRangeRequest as PbDeleteRangeRequest, PutRequest as PbPutRequest,
-    RangeRequest as PbRangeRequest,
+    range_request, watch_create_request, DeleteRangeRequest as PbDeleteRangeRequest,
+    PutRequest as PbPutRequest, RangeRequest as PbRangeRequest,
+    WatchCreateRequest as PbWatchCreateRequest,
 };
 
 /// A malformed argument.
@@ -139,8 +140,42 @@ fn parse_op(name: &str, args: Option<&Table>) -> Result<Op> {
         ("panic", _) => Ok(Op::Panic),
         #[cfg(feature = "test-hooks")]
         ("noop", _) => Ok(Op::Noop),
+        #[cfg(feature = "test-hooks")]
+        ("stall", Some(a)) => Ok(Op::Stall(int(a, "ms")?.max(0) as u64)),
         _ => Err(bad(format!("unknown operation: {name}"))),
     }
+}
+
+/// A watcher's create request from `{key, range_end, start_revision,
+/// progress_notify, filters, prev_kv, watch_id, fragment, buffer}`.
+pub fn watch(a: &Table) -> Result<crate::watch::Spec> {
+    let mut filters = Vec::new();
+    if let LuaValue::Table(list) = a.raw_get("filters").map_err(|e| bad(e.to_string()))? {
+        for v in list.sequence_values::<LuaValue>() {
+            let v = v.map_err(|e| bad(e.to_string()))?;
+            filters.push(enum_value(&v, "filters", |n| {
+                watch_create_request::FilterType::from_str_name(n).map(|f| f as i32)
+            })?);
+        }
+    }
+    let buffer = int(a, "buffer")?;
+    Ok(crate::watch::Spec {
+        create: PbWatchCreateRequest {
+            key: bytes(a, "key")?,
+            range_end: bytes(a, "range_end")?,
+            start_revision: int(a, "start_revision")?,
+            progress_notify: flag(a, "progress_notify")?,
+            filters,
+            prev_kv: flag(a, "prev_kv")?,
+            watch_id: int(a, "watch_id")?,
+            fragment: flag(a, "fragment")?,
+        },
+        buffer: if buffer > 0 {
+            buffer as usize
+        } else {
+            crate::watch::DEFAULT_BUFFER
+        },
+    })
 }
 
 /// The connection config from the façade's `{endpoints = {...}, first = n,

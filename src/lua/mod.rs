@@ -69,6 +69,72 @@ impl Client {
     }
 }
 
+/// A watcher handle: `read` goes through the same submit/call paths as
+/// every operation, so the Lua bridge waits on it like on any call.
+struct WatcherHandle {
+    watcher: Arc<crate::watch::Watcher>,
+    conn: Arc<Connection>,
+    canceled: std::cell::Cell<bool>,
+}
+
+impl WatcherHandle {
+    fn op(&self, op: &str) -> Result<crate::ops::Op> {
+        match op {
+            "read" => Ok(crate::ops::Op::WatchRead(self.watcher.clone())),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown watcher operation: {op}"
+            ))),
+        }
+    }
+}
+
+impl UserData for WatcherHandle {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method(
+            "submit",
+            |lua, this, (op, _a, timeout): (String, Option<Table>, f64)| {
+                let id = this.op(&op).and_then(|op| {
+                    let timeout = args::timeout(timeout)?;
+                    Ok(worker::current()?.submit(this.conn.clone(), op, timeout))
+                });
+                ret(lua, id)
+            },
+        );
+        methods.add_method(
+            "call",
+            |lua, this, (op, _a, timeout): (String, Option<Table>, f64)| {
+                let reply = this.op(&op).and_then(|op| {
+                    let timeout = args::timeout(timeout)?;
+                    worker::current()?.call_blocking(this.conn.clone(), op, timeout)
+                });
+                ret(
+                    lua,
+                    reply.and_then(|r| {
+                        convert::reply(lua, &r).map_err(|e| Error::InvalidArgument(e.to_string()))
+                    }),
+                )
+            },
+        );
+        methods.add_method("call_once", |lua, _this, _: mlua::MultiValue| {
+            ret::<bool>(
+                lua,
+                Err(Error::InvalidArgument(
+                    "watch is not available in the init phase".into(),
+                )),
+            )
+        });
+        // `1`, or `nil, "closed"` when already canceled (lua-resty-etcd's
+        // watchcancel answers).
+        methods.add_method("cancel", |lua, this, ()| {
+            if this.canceled.replace(true) {
+                return (mlua::Nil, "closed").into_lua_multi(lua);
+            }
+            this.watcher.cancel();
+            1.into_lua_multi(lua)
+        });
+    }
+}
+
 impl UserData for Client {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method(
@@ -83,6 +149,22 @@ impl UserData for Client {
                 ret(lua, this.call(lua, &op, a, timeout))
             },
         );
+        methods.add_method("watcher", |lua, this, a: Table| {
+            let made = args::watch(&a).and_then(|spec| {
+                let w = worker::current()?;
+                let conn = this.connection(w)?;
+                let watcher = Arc::new(w.watch(&conn, spec));
+                Ok(WatcherHandle {
+                    watcher,
+                    conn,
+                    canceled: std::cell::Cell::new(false),
+                })
+            });
+            match made {
+                Ok(h) => lua.create_userdata(h)?.into_lua_multi(lua),
+                Err(e) => (mlua::Nil, e.to_string()).into_lua_multi(lua),
+            }
+        });
         methods.add_method(
             "call_once",
             |lua, this, (op, a, timeout): (String, Option<Table>, f64)| {

@@ -32,6 +32,8 @@ package EtcdGrpcTest;
 #   TEST_NGINX_ETCD_HOST      http://127.0.0.1:PORT, the etcd client URL
 #   TEST_NGINX_ETCD_PORT      its client port
 #   TEST_NGINX_ETCD_PID       pid of the etcd started here ('' if external)
+#   TEST_NGINX_ETCD_RESTART   a script that SIGKILLs the etcd and starts it again on the
+#                             same data dir and ports (optional arg: downtime, seconds)
 #   TEST_NGINX_ETCD_DATA_DIR  its temporary data dir ('' if external); its
 #                             stderr log is etcd.log inside it
 #   TEST_NGINX_ETCD_BIN       absolute path of the etcd binary ('' if none)
@@ -98,6 +100,7 @@ sub _init () {
         TEST_NGINX_ETCD_HOST     => $Etcd->{host},
         TEST_NGINX_ETCD_PORT     => $Etcd->{port},
         TEST_NGINX_ETCD_PID      => $Etcd->{pid} // '',
+        TEST_NGINX_ETCD_RESTART  => $Etcd->{restart} // '',
         TEST_NGINX_ETCD_DATA_DIR => $Etcd->{data_dir} // '',
         TEST_NGINX_ETCD_BIN      => $bin,
         TEST_NGINX_ETCD_VERSION  => $Etcd->{version} // '',
@@ -138,8 +141,11 @@ sub start_etcd (%opts) {
         POSIX::_exit(127);    # no END blocks in the child
     }
 
+    _write_restart_script($dir, $port, $log, \@cmd, $pid);
+
     my $etcd = {
         host => $client, port => $port, peer_port => $peer_port, pid => $pid,
+        restart => "$dir/restart.sh",
         data_dir => $dir, log => $log, bin => $bin, version => _etcd_version($bin),
         gateway => $opts{gateway} ? 1 : 0,
     };
@@ -160,10 +166,52 @@ sub start_etcd (%opts) {
     return $etcd;
 }
 
+# `restart.sh [downtime]`: SIGKILL the etcd (no graceful shutdown) and start
+# it again on the same data dir and ports, waiting until it is healthy. The
+# current pid is kept in etcd.pid, which stop_etcd follows.
+sub _write_restart_script ($dir, $port, $log, $cmd, $pid) {
+    my $quoted = join ' ', map { "'$_'" } @$cmd;
+    open my $fh, '>', "$dir/restart.sh" or _bail("cannot write $dir/restart.sh: $!");
+    print $fh <<"_SH_";
+#!/bin/sh
+pid=\$(cat '$dir/etcd.pid')
+kill -CONT \$pid 2>/dev/null
+kill -KILL \$pid 2>/dev/null
+sleep \${1:-0.2}
+# close every descriptor inherited from the caller (an nginx worker's
+# client sockets must not outlive it in etcd)
+setsid perl -MPOSIX -e 'POSIX::close(\$_) for 3 .. 4095; exec { \$ARGV[0] } \@ARGV or exit 127' \\
+    $quoted >> '$log' 2>&1 < /dev/null &
+echo \$! > '$dir/etcd.pid'
+for i in \$(seq 200); do
+    curl -sf http://127.0.0.1:$port/health >/dev/null 2>&1 && exit 0
+    sleep 0.05
+done
+exit 1
+_SH_
+    close $fh;
+    chmod 0755, "$dir/restart.sh";
+    open my $pf, '>', "$dir/etcd.pid" or _bail("cannot write $dir/etcd.pid: $!");
+    print $pf "$pid\n";
+    close $pf;
+}
+
 sub stop_etcd ($etcd) {
     return unless $etcd && $$ == $OwnerPid;
     @Started = grep { $_ != $etcd } @Started;
     my $pid = $etcd->{pid};
+    # restarted by restart.sh: the process to stop is the current one
+    if (open my $pf, '<', "$etcd->{data_dir}/etcd.pid") {
+        my $current = <$pf>;
+        close $pf;
+        chomp $current if defined $current;
+        if ($current && $current != $pid) {
+            kill CONT => $current;
+            kill TERM => $current;
+            for (1 .. 100) { last unless kill 0 => $current; sleep 0.05 }
+            kill KILL => $current;
+        }
+    }
     if ($pid && waitpid($pid, WNOHANG) == 0) {
         kill CONT => $pid;    # a test may have frozen it with SIGSTOP
         kill TERM => $pid;

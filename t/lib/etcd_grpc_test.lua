@@ -17,6 +17,30 @@ function _M.client(opts)
 end
 
 
+-- A compact, sorted rendering of a decoded table, skipping `skip` keys at
+-- the top level: {a=1,b={1,2}}.
+function _M.dump(v, skip)
+    if type(v) ~= "table" then
+        return tostring(v)
+    end
+    local keys = {}
+    for k in pairs(v) do
+        keys[#keys + 1] = k
+    end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    local skipped = {}
+    for _, k in ipairs(skip or {}) do skipped[k] = true end
+    local out = {}
+    for _, k in ipairs(keys) do
+        if not skipped[k] then
+            local item = _M.dump(v[k])
+            out[#out + 1] = type(k) == "number" and item or (k .. "=" .. item)
+        end
+    end
+    return "{" .. table.concat(out, ",") .. "}"
+end
+
+
 -- Counts established TCP connections from process `pid` to local `port`,
 -- as the kernel sees them (ss), not as the library reports them.
 function _M.established(pid, port)

@@ -1,0 +1,425 @@
+//! etcd's Watch service: every watcher of a connection on one bidirectional
+//! stream, owned by the runtime, resumed without loss after a break.
+//!
+//! One hub task per connection holds the stream (on the sync channel).
+//! Creates are serialized: the next create is sent only after etcd's
+//! `created` answer, so answers match creates by order. Each watcher has a
+//! bounded buffer; a reader takes from it with a cancel-safe receive, so a
+//! read that times out leaves nothing half-consumed. When the stream
+//! breaks, the hub reopens it with backoff and re-creates every live watcher
+//! from the revision after the last one it delivered.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::pb::etcdserverpb::watch_client::WatchClient;
+use crate::pb::etcdserverpb::{
+    watch_request::RequestUnion, WatchCancelRequest as PbWatchCancelRequest,
+    WatchCreateRequest as PbWatchCreateRequest, WatchRequest as PbWatchRequest,
+    WatchResponse as PbWatchResponse,
+};
+use crate::shape::{self, Value};
+
+/// Messages a watcher's buffer holds by default before it is cancelled as
+/// too slow (rather than growing memory without bound).
+pub const DEFAULT_BUFFER: usize = 1024;
+
+/// What a watcher asked for.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// The create request as the caller gave it (start revision included).
+    pub create: PbWatchCreateRequest,
+    /// Messages buffered before the watcher is cancelled as too slow.
+    pub buffer: usize,
+}
+
+/// The reading end of one watcher, held by Lua. Dropping it cancels the
+/// watcher on etcd.
+pub struct Watcher {
+    id: u64,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Value>>,
+    ended: Arc<Mutex<Option<String>>>,
+    hub: Arc<Hub>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Watcher({})", self.id)
+    }
+}
+
+impl Watcher {
+    /// The next response, waiting as long as it takes (the caller's
+    /// deadline bounds it). Cancel-safe: dropping the future loses nothing.
+    pub async fn next(&self) -> Result<Value> {
+        let mut rx = self.rx.lock().await;
+        match rx.recv().await {
+            Some(v) => Ok(v),
+            None => Err(
+                match self.ended.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    Some(reason) => Error::InvalidArgument(reason),
+                    None => Error::Closed,
+                },
+            ),
+        }
+    }
+
+    /// Cancels the watcher; later reads return `closed`.
+    pub fn cancel(&self) {
+        let _ = self.hub.cmds.send(Cmd::Remove(self.id));
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+enum Cmd {
+    Add(u64, Spec, mpsc::Sender<Value>, Arc<Mutex<Option<String>>>),
+    Remove(u64),
+}
+
+/// The per-connection owner of the Watch stream.
+pub struct Hub {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    /// Starts the hub task for `conn`. Must run inside the runtime.
+    pub fn start(conn: std::sync::Weak<Connection>) -> Arc<Hub> {
+        let (cmds, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(conn, rx));
+        Arc::new(Hub {
+            cmds,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Registers a watcher; its first message is etcd's `created` answer.
+    pub fn watch(self: &Arc<Hub>, spec: Spec) -> Watcher {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(spec.buffer.max(1));
+        let ended = Arc::new(Mutex::new(None));
+        let _ = self.cmds.send(Cmd::Add(id, spec, tx, ended.clone()));
+        Watcher {
+            id,
+            rx: tokio::sync::Mutex::new(rx),
+            ended,
+            hub: self.clone(),
+        }
+    }
+}
+
+/// One live watcher, as the hub tracks it.
+struct Live {
+    spec: Spec,
+    tx: mpsc::Sender<Value>,
+    ended: Arc<Mutex<Option<String>>>,
+    /// etcd's id for it on the current stream, once created.
+    etcd_id: Option<i64>,
+    /// Where to resume: one past the last revision delivered.
+    next_rev: i64,
+    /// Whether the `created` answer was delivered (only the first is).
+    acked: bool,
+    /// Events of a fragmented response, until its last fragment.
+    fragments: Vec<crate::pb::mvccpb::Event>,
+}
+
+#[derive(Default)]
+struct State {
+    live: HashMap<u64, Live>,
+    by_etcd: HashMap<i64, u64>,
+    /// Watchers whose create was queued, in order; the head's is in flight.
+    pending: VecDeque<u64>,
+}
+
+async fn run(conn: std::sync::Weak<Connection>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+    let mut st = State::default();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        // Open a stream only when there is something to watch.
+        while st.live.is_empty() {
+            match cmds.recv().await {
+                Some(cmd) => offline(&mut st, cmd),
+                None => return,
+            }
+        }
+        let Some(c) = conn.upgrade() else { return };
+        // A fresh stream: every live watcher is created again, in order.
+        // The first create is queued before the call: etcd answers the
+        // stream's headers only together with its first message.
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        st.by_etcd.clear();
+        st.pending = st.live.keys().copied().collect();
+        st.pending.make_contiguous().sort_unstable();
+        for w in st.live.values_mut() {
+            w.etcd_id = None;
+            w.fragments.clear();
+        }
+        send_next_create(&st, &req_tx);
+        let opening = open(c, req_rx);
+        tokio::pin!(opening);
+        let opened = loop {
+            tokio::select! {
+                res = &mut opening => break res,
+                cmd = cmds.recv() => match cmd {
+                    Some(cmd) => online(&mut st, cmd, &req_tx),
+                    None => return,
+                },
+            }
+        };
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(_) => {
+                if !wait_retry(&mut st, &mut cmds, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(cmd) => online(&mut st, cmd, &req_tx),
+                    None => return,
+                },
+                msg = stream.message() => match msg {
+                    Ok(Some(resp)) => {
+                        backoff = Duration::from_millis(50);
+                        on_response(&mut st, resp, &req_tx);
+                    }
+                    _ => break,
+                },
+            }
+        }
+    }
+}
+
+/// Sleeps `backoff` while still serving adds and removes; false when the
+/// hub is gone.
+async fn wait_retry(
+    st: &mut State,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    backoff: Duration,
+) -> bool {
+    let sleep = tokio::time::sleep(backoff);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return true,
+            cmd = cmds.recv() => match cmd {
+                Some(cmd) => offline(st, cmd),
+                None => return false,
+            },
+        }
+    }
+}
+
+type Requests = mpsc::UnboundedSender<PbWatchRequest>;
+
+async fn open(
+    conn: Arc<Connection>,
+    requests: mpsc::UnboundedReceiver<PbWatchRequest>,
+) -> Result<tonic::Streaming<PbWatchResponse>> {
+    let route = conn.sync()?;
+    let outbound = futures::stream::unfold(requests, |mut rx| async move {
+        rx.recv().await.map(|m| (m, rx))
+    });
+    let mut client =
+        WatchClient::new(route.channel.clone()).max_decoding_message_size(conn.max_recv());
+    match client.watch(outbound).await {
+        Ok(resp) => Ok(resp.into_inner()),
+        Err(status) => {
+            let err = Error::from_status(&route.endpoint, status);
+            if matches!(err, Error::Transport { .. }) {
+                conn.report_failure(&route);
+            }
+            Err(err)
+        }
+    }
+}
+
+fn create_request(w: &Live) -> PbWatchRequest {
+    let mut create = w.spec.create.clone();
+    if w.next_rev > 0 {
+        create.start_revision = w.next_rev;
+    }
+    // etcd assigns ids; the caller's watch_id is only echoed back to it.
+    create.watch_id = 0;
+    PbWatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(create)),
+    }
+}
+
+fn send_next_create(st: &State, req_tx: &Requests) {
+    if let Some(w) = st.pending.front().and_then(|id| st.live.get(id)) {
+        let _ = req_tx.send(create_request(w));
+    }
+}
+
+fn send_cancel(req_tx: &Requests, etcd_id: i64) {
+    let _ = req_tx.send(PbWatchRequest {
+        request_union: Some(RequestUnion::CancelRequest(PbWatchCancelRequest {
+            watch_id: etcd_id,
+        })),
+    });
+}
+
+fn add(
+    st: &mut State,
+    id: u64,
+    spec: Spec,
+    tx: mpsc::Sender<Value>,
+    ended: Arc<Mutex<Option<String>>>,
+) {
+    st.live.insert(
+        id,
+        Live {
+            spec,
+            tx,
+            ended,
+            etcd_id: None,
+            next_rev: 0,
+            acked: false,
+            fragments: Vec::new(),
+        },
+    );
+    st.pending.push_back(id);
+}
+
+fn offline(st: &mut State, cmd: Cmd) {
+    match cmd {
+        Cmd::Add(id, spec, tx, ended) => add(st, id, spec, tx, ended),
+        Cmd::Remove(id) => {
+            st.live.remove(&id);
+            st.pending.retain(|p| *p != id);
+        }
+    }
+}
+
+fn online(st: &mut State, cmd: Cmd, req_tx: &Requests) {
+    match cmd {
+        Cmd::Add(id, spec, tx, ended) => {
+            add(st, id, spec, tx, ended);
+            if st.pending.len() == 1 {
+                send_next_create(st, req_tx);
+            }
+        }
+        Cmd::Remove(id) => remove(st, id, req_tx),
+    }
+}
+
+/// Forgets a watcher and cancels it on etcd. One whose create is in flight
+/// stays queued (marked gone) so the answer still matches by order.
+fn remove(st: &mut State, id: u64, req_tx: &Requests) {
+    let Some(w) = st.live.remove(&id) else { return };
+    if let Some(etcd_id) = w.etcd_id {
+        st.by_etcd.remove(&etcd_id);
+        send_cancel(req_tx, etcd_id);
+    } else if st.pending.front() != Some(&id) {
+        st.pending.retain(|p| *p != id);
+    }
+}
+
+fn end(w: &Live, reason: &str) {
+    *w.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+}
+
+fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
+    if resp.created {
+        return on_created(st, resp, req_tx);
+    }
+    let Some(&id) = st.by_etcd.get(&resp.watch_id) else {
+        return;
+    };
+    let Some(w) = st.live.get_mut(&id) else {
+        return;
+    };
+    if resp.fragment {
+        w.fragments.extend(resp.events);
+        return;
+    }
+    let mut resp = resp;
+    if !w.fragments.is_empty() {
+        let mut all = std::mem::take(&mut w.fragments);
+        all.extend(resp.events);
+        resp.events = all;
+    }
+    if let Some(last) = resp.events.last().and_then(|e| e.kv.as_ref()) {
+        w.next_rev = last.mod_revision + 1;
+    } else if !resp.canceled {
+        // A progress notification: everything up to here was seen.
+        let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+        w.next_rev = w.next_rev.max(rev + 1);
+    }
+    let canceled = resp.canceled;
+    let ok = deliver(w, &resp);
+    if canceled || !ok {
+        if !ok {
+            send_cancel(req_tx, resp.watch_id);
+        }
+        st.by_etcd.remove(&resp.watch_id);
+        st.live.remove(&id);
+    }
+}
+
+fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
+    let Some(id) = st.pending.pop_front() else {
+        return;
+    };
+    if let Some(w) = st.live.get_mut(&id) {
+        if w.next_rev == 0 {
+            // Resume point for a watch that has seen nothing yet.
+            let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+            w.next_rev = if w.spec.create.start_revision > 0 {
+                w.spec.create.start_revision
+            } else {
+                rev + 1
+            };
+        }
+        let first = !w.acked;
+        w.acked = true;
+        let ok = if first || resp.canceled {
+            deliver(w, &resp)
+        } else {
+            true
+        };
+        if resp.canceled || !ok {
+            if !resp.canceled {
+                send_cancel(req_tx, resp.watch_id);
+            }
+            st.live.remove(&id);
+        } else {
+            w.etcd_id = Some(resp.watch_id);
+            st.by_etcd.insert(resp.watch_id, id);
+        }
+    } else if !resp.canceled {
+        // Removed while its create was in flight.
+        send_cancel(req_tx, resp.watch_id);
+    }
+    send_next_create(st, req_tx);
+}
+
+/// Hands a response to the watcher's buffer; false if the buffer is full
+/// (the watcher is then ended as too slow) or the reader is gone.
+fn deliver(w: &Live, resp: &PbWatchResponse) -> bool {
+    let shaped = shape::watch_response(resp, w.spec.create.watch_id);
+    match w.tx.try_send(shaped) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            end(w, "watcher buffer full: reader too slow, watcher canceled");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}

@@ -1,0 +1,149 @@
+# watch / watchdir / watchcancel: the gateway's stream, as a reader function,
+# with every watcher of the worker on one Watch stream.
+use lib 't/lib';
+use Test::Nginx::Socket::Lua 'no_plan';
+use EtcdGrpcTest;
+
+workers(1);
+run_tests();
+
+__DATA__
+
+=== TEST 1: created ack, then PUT and DELETE events with prev_kv, values deserialized
+--- config
+    location = /t {
+        content_by_lua_block {
+            local t = require "etcd_grpc_test"
+            local cli = t.client()
+            assert(cli:set("/wa1/k", "v0"))
+            local reader, err = cli:watchdir("/wa1/", { prev_kv = true, timeout = 5 })
+            if not reader then
+                ngx.say("failed to watch: ", err)
+                return
+            end
+            local function show(chunk, err)
+                if not chunk then return "nil " .. tostring(err) end
+                return t.dump(chunk.result, { "header" })
+            end
+            ngx.say("1: ", show(reader()))
+            ngx.timer.at(0.05, function()
+                local c = t.client()
+                c:set("/wa1/k", { x = 1 })
+                c:delete("/wa1/k")
+            end)
+            ngx.say("2: ", show(reader()))
+            ngx.say("3: ", show(reader()))
+        }
+    }
+--- response_body
+1: {created=true}
+2: {events={{kv={create_revision=2,key=/wa1/k,mod_revision=3,value={x=1},version=2},prev_kv={create_revision=2,key=/wa1/k,mod_revision=2,value=v0,version=1}}}}
+3: {events={{kv={key=/wa1/k,mod_revision=4},prev_kv={create_revision=2,key=/wa1/k,mod_revision=3,value={x=1},version=2},type=DELETE}}}
+
+
+
+=== TEST 2: read timeout ends the watch; watchcancel; closed afterwards
+--- config
+    location = /t {
+        content_by_lua_block {
+            local cli = require("etcd_grpc_test").client()
+            local r = assert(cli:watch("/wa2/k", { timeout = 0.3 }))
+            ngx.say("created: ", r().result.created)
+            ngx.say("idle: ", select(2, r()))
+            ngx.say("then: ", select(2, r()))
+            local r2, err, h = cli:watch("/wa2/k", { need_cancel = true })
+            ngx.say("created: ", r2().result.created, ", handle: ", type(h))
+            ngx.say("cancel: ", cli:watchcancel(h))
+            ngx.say("cancel again: ", select(2, cli:watchcancel(h)))
+            ngx.say("after cancel: ", select(2, r2()))
+            ngx.say("bad handle: ", select(2, cli:watchcancel(nil)))
+        }
+    }
+--- response_body
+created: true
+idle: timeout
+then: closed
+created: true, handle: userdata
+cancel: 1
+cancel again: closed
+after cancel: closed
+bad handle: not initialized
+
+
+
+=== TEST 3: a start revision older than the compaction point gets the compaction response
+--- config
+    location = /t {
+        content_by_lua_block {
+            local cli = require("etcd_grpc_test").client({ serializer = "raw" })
+            local first = tonumber(assert(cli:set("/wa3/k", "1")).body.header.revision)
+            assert(cli:set("/wa3/k", "2"))
+            assert(cli:set("/wa3/k", "3"))
+            os.execute("$TEST_NGINX_ETCDCTL --endpoints=$TEST_NGINX_ETCD_HOST compact "
+                       .. (first + 2) .. " >/dev/null 2>&1")
+            local r = assert(cli:watch("/wa3/k", { start_revision = first, timeout = 3 }))
+            local c1 = r()
+            ngx.say("created: ", c1.result.created)
+            local c2 = r()
+            ngx.say("canceled: ", c2.result.canceled, ", compact_revision: ",
+                    c2.result.compact_revision == tostring(first + 2))
+            ngx.say("then: ", select(2, r()))
+        }
+    }
+--- response_body
+created: true
+canceled: true, compact_revision: true
+then: closed
+
+
+
+=== TEST 4: filters and start_revision replay history
+--- config
+    location = /t {
+        content_by_lua_block {
+            local cli = require("etcd_grpc_test").client({ serializer = "raw" })
+            local rev = tonumber(assert(cli:set("/wa4/k", "a")).body.header.revision)
+            assert(cli:delete("/wa4/k"))
+            assert(cli:set("/wa4/k", "b"))
+            local r = assert(cli:watch("/wa4/k", { start_revision = rev, filters = { "NOPUT" }, timeout = 1 }))
+            r()
+            local c = r()
+            ngx.say("only the delete: ", #c.result.events, " ", c.result.events[1].type)
+            local r2 = assert(cli:watch("/wa4/k", { start_revision = rev, filters = { 1 }, timeout = 1 }))
+            r2()
+            local vals = {}
+            while #vals < 2 do       -- history may come in one batch or several
+                local chunk, err = r2()
+                if not chunk then vals[#vals + 1] = err break end
+                for _, ev in ipairs(chunk.result.events) do vals[#vals + 1] = ev.kv.value end
+            end
+            ngx.say("only puts: ", table.concat(vals, ","))
+        }
+    }
+--- response_body
+only the delete: 1 DELETE
+only puts: a,b
+
+
+
+=== TEST 5: 200 watchers plus gets share two connections (CRUD + sync)
+--- config
+    location = /t {
+        content_by_lua_block {
+            local t = require "etcd_grpc_test"
+            local cli = t.client({ serializer = "raw" })
+            local readers = {}
+            for i = 1, 200 do
+                readers[i] = assert(cli:watchdir("/wa5/" .. i .. "/", { timeout = 5 }))
+                assert(readers[i]().result.created)
+            end
+            assert(cli:set("/wa5/7/x", "seven"))
+            local c = readers[7]()
+            ngx.say("watcher 7 got: ", c.result.events[1].kv.value)
+            for _ = 1, 50 do assert(cli:get("/wa5/7/x")) end
+            ngx.say("connections: ", t.established(ngx.worker.pid(), $TEST_NGINX_ETCD_PORT))
+        }
+    }
+--- response_body
+watcher 7 got: seven
+connections: 2
