@@ -163,6 +163,12 @@ impl Connection {
             .clone()
     }
 
+    /// Live watchers on this connection's Watch stream.
+    pub fn watchers(&self) -> usize {
+        let guard = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map_or(0, |h| h.live())
+    }
+
     /// Largest response accepted, in bytes.
     pub fn max_recv(&self) -> usize {
         self.config.max_recv

@@ -91,17 +91,26 @@ enum Cmd {
 pub struct Hub {
     cmds: mpsc::UnboundedSender<Cmd>,
     next_id: AtomicU64,
+    /// Live watchers, as the hub task last counted them (introspection).
+    live: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Hub {
     /// Starts the hub task for `conn`. Must run inside the runtime.
     pub fn start(conn: std::sync::Weak<Connection>) -> Arc<Hub> {
         let (cmds, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(conn, rx));
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(run(conn, rx, live.clone()));
         Arc::new(Hub {
             cmds,
             next_id: AtomicU64::new(1),
+            live,
         })
+    }
+
+    /// Watchers currently live on this hub.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Registers a watcher; its first message is etcd's `created` answer.
@@ -140,10 +149,24 @@ struct State {
     by_etcd: HashMap<i64, u64>,
     /// Watchers whose create was queued, in order; the head's is in flight.
     pending: VecDeque<u64>,
+    counter: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-async fn run(conn: std::sync::Weak<Connection>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-    let mut st = State::default();
+impl State {
+    fn count(&self) {
+        self.counter.store(self.live.len(), Ordering::Relaxed);
+    }
+}
+
+async fn run(
+    conn: std::sync::Weak<Connection>,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    live: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let mut st = State {
+        counter: live,
+        ..State::default()
+    };
     let mut backoff = Duration::from_millis(50);
     loop {
         // Open a stream only when there is something to watch.
@@ -197,6 +220,7 @@ async fn run(conn: std::sync::Weak<Connection>, mut cmds: mpsc::UnboundedReceive
                     Ok(Some(resp)) => {
                         backoff = Duration::from_millis(50);
                         on_response(&mut st, resp, &req_tx);
+                        st.count();
                     }
                     _ => break,
                 },
@@ -305,6 +329,7 @@ fn offline(st: &mut State, cmd: Cmd) {
             st.pending.retain(|p| *p != id);
         }
     }
+    st.count();
 }
 
 fn online(st: &mut State, cmd: Cmd, req_tx: &Requests) {
@@ -317,6 +342,7 @@ fn online(st: &mut State, cmd: Cmd, req_tx: &Requests) {
         }
         Cmd::Remove(id) => remove(st, id, req_tx),
     }
+    st.count();
 }
 
 /// Forgets a watcher and cancels it on etcd. One whose create is in flight

@@ -163,16 +163,19 @@ impl Worker {
 
     /// Figures for introspection.
     pub fn stats(&self) -> Stats {
+        // One lock for both figures (a guard in a struct literal would live
+        // to the end of the statement and deadlock a second lock).
+        let (connections, watchers) = {
+            let map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+            (map.len(), map.values().map(|c| c.watchers()).sum())
+        };
         Stats {
             pid: self.pid,
             runtimes_created: CREATED.load(Ordering::Relaxed),
             in_flight: self.bridge.in_flight(),
             calls: self.calls.load(Ordering::Relaxed),
-            connections: self
-                .connections
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .len(),
+            connections,
+            watchers,
             exiting: self.bridge.is_exiting(),
         }
     }
@@ -191,6 +194,8 @@ pub struct Stats {
     pub calls: u64,
     /// Distinct shared connections (endpoint sets) in use.
     pub connections: usize,
+    /// Live watchers over all of them.
+    pub watchers: usize,
     /// Whether the worker is exiting.
     pub exiting: bool,
 }

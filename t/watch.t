@@ -147,3 +147,64 @@ only puts: a,b
 --- response_body
 watcher 7 got: seven
 connections: 2
+
+
+
+=== TEST 6: an unread reader that is garbage-collected cancels its watcher
+--- config
+    location = /t {
+        content_by_lua_block {
+            local etcd = require "etcd_grpc"
+            local cli = require("etcd_grpc_test").client()
+            local keep = assert(cli:watch("/wa6/kept"))
+            for i = 1, 50 do
+                assert(cli:watch("/wa6/" .. i))     -- dropped at once, never read
+            end
+            ngx.sleep(0.2)
+            ngx.say("live before GC: ", etcd.stats().watchers)
+            collectgarbage("collect")
+            collectgarbage("collect")
+            ngx.sleep(0.2)
+            ngx.say("live after GC: ", etcd.stats().watchers)
+            ngx.say("kept reader works: ", keep().result.created)
+        }
+    }
+--- response_body
+live before GC: 51
+live after GC: 1
+kept reader works: true
+--- timeout: 20
+
+
+
+=== TEST 7: a reader that falls behind its buffer is canceled with a clear error, memory stays bounded
+--- config
+    location = /t {
+        content_by_lua_block {
+            local etcd = require "etcd_grpc"
+            local cli = require("etcd_grpc_test").client({ serializer = "raw" })
+            local reader = assert(cli:watch("/wa7/k", { buffer = 2, timeout = 2 }))
+            for i = 1, 10 do assert(cli:set("/wa7/k", tostring(i))) end
+            ngx.sleep(0.2)
+            ngx.say("created: ", reader().result.created)
+            -- what fitted in the buffer comes first, then the error
+            local events, err = 0
+            while true do
+                local chunk
+                chunk, err = reader()
+                if not chunk then break end
+                events = events + #chunk.result.events
+            end
+            ngx.say("events read before the end: ", events >= 1 and events < 10)
+            ngx.say("ended with: ", err)
+            ngx.say("then: ", select(2, reader()))
+            ngx.say("watchers left: ", etcd.stats().watchers)
+        }
+    }
+--- response_body
+created: true
+events read before the end: true
+ended with: watcher buffer full: reader too slow, watcher canceled
+then: closed
+watchers left: 0
+--- timeout: 20

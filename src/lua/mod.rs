@@ -248,6 +248,7 @@ fn stats(lua: &Lua, _: ()) -> LuaResult<Option<Table>> {
     t.raw_set("in_flight", s.in_flight)?;
     t.raw_set("calls", s.calls)?;
     t.raw_set("connections", s.connections)?;
+    t.raw_set("watchers", s.watchers)?;
     t.raw_set("exiting", s.exiting)?;
     Ok(Some(t))
 }
