@@ -9,13 +9,13 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: 600 puts across 50 keys, etcd killed and restarted twice: every revision once, in order
+=== TEST 1: 20,000 puts across 50 keys, etcd killed and restarted twice: every revision once, in order
 --- config
     location = /t {
         content_by_lua_block {
             local t = require "etcd_grpc_test"
             local cli = t.client({ serializer = "raw" })
-            local N = 600
+            local N = 20000
             -- a read that waits 5 s with no event ends the run (etcd restarts
             -- take about a second)
             local reader = assert(cli:watchdir("/wr/", { timeout = 5 }))
@@ -26,14 +26,15 @@ __DATA__
             ngx.timer.at(0, function()
                 local w = t.client({ serializer = "raw", timeout = 2 })
                 for i = 1, N do
-                    if i == N / 3 or i == 2 * N / 3 then
+                    if i == math.floor(N / 3) or i == math.floor(2 * N / 3) then
                         -- in the background: the worker keeps running. Right
                         -- after etcd is back, and before the watch stream's
                         -- backoff lets it reconnect, three more puts land:
                         -- only a resume from the last seen revision sees them.
                         local ctl = "$TEST_NGINX_ETCDCTL --endpoints=$TEST_NGINX_ETCD_HOST put /wr/ctl "
                         os.execute("( $TEST_NGINX_ETCD_RESTART 1.5 && " .. ctl .. "1 && "
-                                   .. ctl .. "2 && " .. ctl .. "3 ) >/dev/null 2>&1 &")
+                                   .. ctl .. "2 && " .. ctl .. "3 && echo done >> "
+                                   .. "$TEST_NGINX_ETCD_DATA_DIR/restarts ) >/dev/null 2>&1 &")
                     end
                     while true do
                         local res = w:set("/wr/" .. (i % 50), tostring(i))
@@ -71,6 +72,10 @@ __DATA__
             local final = tonumber(cli:get("/wr/0").body.header.revision)
             ngx.say("every revision of the prefix seen: ", last == final,
                     ", etcdctl's puts included: ", final - start >= N + 6)
+            local f = io.open("$TEST_NGINX_ETCD_DATA_DIR/restarts")
+            local restarts = f and select(2, f:read("*a"):gsub("done", "")) or 0
+            if f then f:close() end
+            ngx.say("etcd restarts completed: ", restarts)
             ngx.say("acknowledged puts: ", #acked)
             ngx.say("acknowledged but not seen: ", missing)
             ngx.say("duplicates: ", dups, ", out of order or gaps: ", gaps)
@@ -78,10 +83,11 @@ __DATA__
     }
 --- response_body
 every revision of the prefix seen: true, etcdctl's puts included: true
-acknowledged puts: 600
+etcd restarts completed: 2
+acknowledged puts: 20000
 acknowledged but not seen: 0
 duplicates: 0, out of order or gaps: 0
---- timeout: 90
+--- timeout: 240
 --- no_error_log
 [alert]
 
