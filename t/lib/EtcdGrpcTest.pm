@@ -32,6 +32,7 @@ package EtcdGrpcTest;
 #   TEST_NGINX_ETCD_HOST      http://127.0.0.1:PORT, the etcd client URL
 #   TEST_NGINX_ETCD_PORT      its client port
 #   TEST_NGINX_ETCD_PID       pid of the etcd started here ('' if external)
+#   ETCD_GRPC_TEST_ETCD_ARGS  (input) extra etcd flags for the etcd started here
 #   TEST_NGINX_ETCD_RESTART   a script that SIGKILLs the etcd and starts it again on the
 #                             same data dir and ports (optional arg: downtime, seconds)
 #   TEST_NGINX_ETCD_DATA_DIR  its temporary data dir ('' if external); its
@@ -130,6 +131,8 @@ sub start_etcd (%opts) {
         '--initial-cluster', "$name=$peer",
         '--enable-grpc-gateway=' . ($opts{gateway} ? 'true' : 'false'),
         '--logger=zap', '--log-outputs=stderr',
+        # extra flags a suite needs (set in a BEGIN block before `use`)
+        split(' ', $ENV{ETCD_GRPC_TEST_ETCD_ARGS} // ''),
     );
 
     my $pid = fork // _bail("cannot fork to start etcd: $!");
