@@ -415,13 +415,27 @@ fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
         }
         let first = !w.acked;
         w.acked = true;
+        let mut resp = resp;
+        let current = resp.header.as_ref().map_or(0, |h| h.revision);
+        let went_back = !first && !resp.canceled && current + 1 < w.next_rev;
+        if went_back {
+            // The store is behind what this watcher already delivered: etcd
+            // was wiped or restored. Report it like a compaction, so the
+            // caller resyncs, and end the watcher.
+            resp.canceled = true;
+            resp.compact_revision = current.max(1);
+            resp.cancel_reason = format!(
+                "etcd revision went backwards: {current} after {} was delivered",
+                w.next_rev - 1
+            );
+        }
         let ok = if first || resp.canceled {
             deliver(w, &resp)
         } else {
             true
         };
         if resp.canceled || !ok {
-            if !resp.canceled {
+            if went_back || !resp.canceled {
                 send_cancel(req_tx, resp.watch_id);
             }
             st.live.remove(&id);

@@ -131,3 +131,39 @@ before: 1
 restarted and written: true
 after resume: 2,3
 --- timeout: 40
+
+
+
+=== TEST 3: etcd wiped under a watcher: revisions went backwards, reported like a compaction
+--- config
+    location = /t {
+        content_by_lua_block {
+            local t = require "etcd_grpc_test"
+            local cli = t.client({ serializer = "raw" })
+            for i = 1, 20 do assert(cli:set("/wr3/k", tostring(i))) end
+            local reader = assert(cli:watchdir("/wr3/", { timeout = 15 }))
+            reader()
+            assert(cli:set("/wr3/k", "last"))
+            ngx.say("before: ", reader().result.events[1].kv.value)
+            local ok = os.execute("$TEST_NGINX_ETCD_RESTART 0.2 wipe >/dev/null 2>&1")
+            ngx.say("wiped: ", ok == 0 or ok == true)
+            local chunk, err = reader()
+            if not chunk then
+                ngx.say("failed to read: ", err)
+                return
+            end
+            local r = chunk.result
+            ngx.say("canceled: ", r.canceled, ", compact_revision set: ", tonumber(r.compact_revision) ~= nil)
+            ngx.say("reason: ", (r.cancel_reason:gsub("%d+", "N")))
+            ngx.say("then: ", select(2, reader()))
+            ngx.say("a new watch works: ", cli:watchdir("/wr3/")().result.created)
+        }
+    }
+--- response_body
+before: last
+wiped: true
+canceled: true, compact_revision set: true
+reason: etcd revision went backwards: N after N was delivered
+then: closed
+a new watch works: true
+--- timeout: 30

@@ -34,7 +34,8 @@ package EtcdGrpcTest;
 #   TEST_NGINX_ETCD_PID       pid of the etcd started here ('' if external)
 #   ETCD_GRPC_TEST_ETCD_ARGS  (input) extra etcd flags for the etcd started here
 #   TEST_NGINX_ETCD_RESTART   a script that SIGKILLs the etcd and starts it again on the
-#                             same data dir and ports (optional arg: downtime, seconds)
+#                             same data dir and ports (args: downtime in seconds, then
+#                             `wipe` to start from an empty store)
 #   TEST_NGINX_ETCD_DATA_DIR  its temporary data dir ('' if external); its
 #                             stderr log is etcd.log inside it
 #   TEST_NGINX_ETCD_BIN       absolute path of the etcd binary ('' if none)
@@ -181,6 +182,8 @@ pid=\$(cat '$dir/etcd.pid')
 kill -CONT \$pid 2>/dev/null
 kill -KILL \$pid 2>/dev/null
 sleep \${1:-0.2}
+# `restart.sh <downtime> wipe`: start again from an empty store
+[ "\$2" = wipe ] && rm -rf '$dir/member'
 # close every descriptor inherited from the caller (an nginx worker's
 # client sockets must not outlive it in etcd)
 setsid perl -MPOSIX -e 'POSIX::close(\$_) for 3 .. 4095; exec { \$ARGV[0] } \@ARGV or exit 127' \\
