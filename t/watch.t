@@ -208,3 +208,24 @@ ended with: watcher buffer full: reader too slow, watcher canceled
 then: closed
 watchers left: 0
 --- timeout: 20
+
+
+
+=== TEST 8: the caller's watch_id is echoed as the gateway would (etcd's own ids stay internal)
+--- config
+    location = /t {
+        content_by_lua_block {
+            local cli = require("etcd_grpc_test").client({ serializer = "raw" })
+            local r = assert(cli:watch("/wa8/k", { watch_id = 7 }))
+            local plain = assert(cli:watch("/wa8/k"))
+            local c = r()
+            ngx.say("created: ", c.result.created, ", watch_id: ", c.result.watch_id)
+            ngx.say("without watch_id: ", tostring(plain().result.watch_id))
+            assert(cli:set("/wa8/k", "v"))
+            ngx.say("event watch_id: ", r().result.watch_id, ", other: ", tostring(plain().result.watch_id))
+        }
+    }
+--- response_body
+created: true, watch_id: 7
+without watch_id: nil
+event watch_id: 7, other: nil
