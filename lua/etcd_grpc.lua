@@ -99,13 +99,21 @@ local function call_timeout(self, opts)
 end
 
 
+local function deserialize_kv(deserialize, kv)
+    -- DELETE events and empty values carry no value: it stays nil
+    if kv and kv.value ~= nil then
+        kv.value = deserialize(kv.value)
+    end
+end
+
+
 local function deserialize_kvs(self, res)
     local body = res.body
     local kvs = res.status == 200 and body and body.kvs
     if kvs then
         local deserialize = self.serializer.deserialize
         for _, kv in ipairs(kvs) do
-            kv.value = deserialize(kv.value)
+            deserialize_kv(deserialize, kv)   -- range values are "" when empty
         end
     end
     return res
@@ -334,14 +342,6 @@ end
 
 function _M.setx(self, key, val, opts)
     return guarded_put(self, key, val, opts, false)
-end
-
-
-local function deserialize_kv(deserialize, kv)
-    -- DELETE events and empty values carry no value: it stays nil
-    if kv and kv.value ~= nil then
-        kv.value = deserialize(kv.value)
-    end
 end
 
 

@@ -33,6 +33,9 @@ pub enum Error {
     },
     /// The caller passed something unusable; the message says what.
     InvalidArgument(String),
+    /// A watch ended by the library itself (e.g. its reader fell behind);
+    /// the message says why.
+    Ended(String),
     /// A panic inside the library; the worker survives, the call fails.
     Panic(String),
 }
@@ -130,7 +133,7 @@ impl fmt::Display for Error {
                 write!(f, "{endpoint}: {}", status.message())
             }
             Error::Transport { endpoint, reason } => write!(f, "{endpoint}: {reason}"),
-            Error::InvalidArgument(msg) => f.write_str(msg),
+            Error::InvalidArgument(msg) | Error::Ended(msg) => f.write_str(msg),
             Error::Panic(msg) => write!(f, "internal error: {msg}"),
         }
     }

@@ -63,7 +63,7 @@ impl Watcher {
             Some(v) => Ok(v),
             None => Err(
                 match self.ended.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    Some(reason) => Error::InvalidArgument(reason),
+                    Some(reason) => Error::Ended(reason),
                     None => Error::Closed,
                 },
             ),
