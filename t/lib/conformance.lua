@@ -630,4 +630,135 @@ function _M.save_revision(field)
 end
 
 
+-- ------------------------------------------------------------ watch runner
+--
+-- watch_run(scenarios, opts) (t/watch-conformance.t): each scenario opens a
+-- watch on both stores, does the same writes on both (each side with its
+-- own client), reads the same number of responses from each reader and
+-- compares them in order.  A scenario is a table:
+--   [1]      its name (printed as `ok <name>` / `DIFF <name>: <diffs>`);
+--   before   function(cli, s) run on each side before the watch (history);
+--   setup    function(g, w) run once with both sides' states after
+--            `before` (compaction);
+--   watch    function(cli, s) returning reader, err (cli:watch / watchdir);
+--   writes   function(cli, s) run on each side after the first response
+--            (the created ack) was read from both readers, so that the
+--            watch is known to be registered before the writes;
+--   n        number of reader() calls per side, the created ack included;
+--   events   flatten mode: after the created ack, read responses until this
+--            many events were received (or a read fails), and compare the
+--            ack and the concatenated event list instead of the responses
+--            one by one (for replayed history, which etcd may batch into
+--            one response or several);
+--   ignore   body path globs not compared.
+-- A reader() call is compared as { chunk = <decoded line>, err = <err> };
+-- revision fields go through the revision map, re-synced from the stores'
+-- current revisions before each scenario's watch.
+function _M.watch_run(scenarios, opts)
+    local cfg = _M.config()
+    local g = new_side("grpc", cfg.grpc_host)
+    local w = new_side("gw", cfg.gw_host)
+    g.cfg, w.cfg = cfg, cfg
+    if opts and opts.clean then
+        _M.clean(g, w, opts.clean)
+    end
+
+    local function read(reader)
+        local ok, chunk, err = pcall(reader)
+        if not ok then
+            return { raised = tostring(chunk) }
+        end
+        return { chunk = chunk, err = err }
+    end
+
+    for _, sc in ipairs(scenarios) do
+        local name = sc[1]
+        local diffs = {}
+        local function fail(msg)
+            diffs[#diffs + 1] = msg
+        end
+
+        local ok_all, perr = pcall(function()
+            if sc.before then
+                sc.before(g.cli, g)
+                sc.before(w.cli, w)
+            end
+            if sc.setup then
+                sc.setup(g, w)
+            end
+            local revs = _M.new_revs()
+            if not resync(g, w, revs) then
+                fail("cannot read the stores' current revisions")
+                return
+            end
+
+            local rg, eg = sc.watch(g.cli, g)
+            local rw, ew = sc.watch(w.cli, w)
+            if type(rg) ~= "function" or type(rw) ~= "function" then
+                if type(rg) ~= type(rw) or tostring(eg) ~= tostring(ew) then
+                    fail("watch: " .. render(rg) .. ", " .. render(eg) .. " vs "
+                         .. render(rw) .. ", " .. render(ew))
+                end
+                return
+            end
+
+            local a, b = { read(rg) }, { read(rw) }
+            if sc.writes then
+                sc.writes(g.cli, g)
+                sc.writes(w.cli, w)
+            end
+
+            local cmp_a, cmp_b
+            if sc.events then
+                local function flat(reader, first)
+                    local evs, tail = {}, nil
+                    while #evs < sc.events do
+                        local r = read(reader)
+                        if not r.chunk then
+                            tail = r
+                            break
+                        end
+                        local res = type(r.chunk) == "table" and r.chunk.result
+                        if type(res) == "table" and type(res.events) == "table" then
+                            for _, ev in ipairs(res.events) do
+                                evs[#evs + 1] = ev
+                            end
+                        else
+                            tail = r       -- a response without events
+                            break
+                        end
+                    end
+                    return { created = first, events = evs, stop = tail }
+                end
+                cmp_a, cmp_b = flat(rg, a[1]), flat(rw, b[1])
+            else
+                for i = 2, sc.n or 1 do
+                    a[i] = read(rg)
+                    b[i] = read(rw)
+                end
+                cmp_a, cmp_b = a, b
+            end
+            if cfg.verbose then
+                ngx.log(ngx.WARN, "watch conformance: ", name,
+                        "\n  grpc: ", cjson.encode(cmp_a) or "?",
+                        "\n  gw:   ", cjson.encode(cmp_b) or "?")
+            end
+            local d = _M.compare(cmp_a, cmp_b, sc.ignore, { revs = revs })
+            for _, x in ipairs(d) do
+                fail(x)
+            end
+        end)
+        if not ok_all then
+            fail("raised: " .. tostring(perr))
+        end
+
+        if #diffs == 0 then
+            ngx.say("ok ", name)
+        else
+            ngx.say("DIFF ", name, ": ", tab_concat(diffs, "; "))
+        end
+    end
+end
+
+
 return _M

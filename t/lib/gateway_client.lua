@@ -29,7 +29,8 @@
 --     >= 500 gives nil, "invalid response code: <status>".
 --
 -- Not copied (irrelevant to the comparison): health check, endpoint ring,
--- auth, TLS, watch, lease methods, per-call timeout quirks.
+-- auth, TLS, lease methods, per-call timeout quirks.  watch / watchdir (added
+-- for t/watch-conformance.t) follow lua-resty-etcd v1.10.7, see below.
 
 local cjson = require "cjson.safe"
 
@@ -537,6 +538,221 @@ end
 -- for setup (lease grant, compaction). `body` is a Lua table sent as JSON.
 function _M.raw_post(self, uri, body)
     return post(self, uri, body, self.timeout)
+end
+
+
+-- ------------------------------------------------------------ watch
+--
+-- Look-alike of lua-resty-etcd v1.10.7's watch/watchdir in HTTP mode (added
+-- for t/watch-conformance.t): POST /v3/watch with
+-- {"create_request":{key, range_end, start_revision, prev_kv, watch_id,
+-- progress_notify, fragment, filters}} on its own connection, and a reader
+-- function reading the chunked response incrementally.  Each reader() call
+-- reads HTTP chunks until the data ends with "\n", splits it into lines,
+-- decodes each (kv/prev_kv key base64-decoded, value base64-decoded and
+-- deserialized only when present) and returns the last line, with the
+-- events of all the lines merged into it when there are 2 or more
+-- (lua-api-contract.md 7.2/7.3, the v1.10.7 fix of PR #224).  Ends:
+-- nil, "timeout" (read timeout), nil, <socket error>, nil, nil (end of
+-- stream), nil, "failed to decode json body: <err>".
+
+local function decode_watch_kv(kv, deserialize)
+    if type(kv) ~= "table" then
+        return
+    end
+    if kv.key then
+        kv.key = decode_base64(kv.key)
+    end
+    if kv.value then
+        kv.value = deserialize(decode_base64(kv.value))
+    end
+end
+
+
+local function read_one_chunk(sock)
+    local line, err = sock:receive("*l")
+    if not line then
+        return nil, err
+    end
+    local size = tonumber(line:match("^%s*(%x+)"), 16)
+    if not size then
+        return nil, "bad chunk size line: " .. line
+    end
+    if size == 0 then
+        -- last chunk: skip the trailers
+        while true do
+            line, err = sock:receive("*l")
+            if not line or line == "" then
+                break
+            end
+        end
+        return ""
+    end
+    local data
+    data, err = sock:receive(size)
+    if not data then
+        return nil, err
+    end
+    line, err = sock:receive("*l")
+    if not line then
+        return nil, err
+    end
+    return data
+end
+
+
+local function watch(self, key, attr)
+    attr = attr or {}
+    local body = {
+        create_request = {
+            key = encode_base64(key),
+            range_end = attr.range_end and encode_base64(attr.range_end) or nil,
+            start_revision = attr.start_revision,
+            prev_kv = attr.prev_kv,
+            watch_id = attr.watch_id,
+            progress_notify = attr.progress_notify,
+            fragment = attr.fragment,
+            filters = attr.filters,
+        },
+    }
+    local payload, err = cjson.encode(body)
+    if not payload then
+        return nil, err
+    end
+
+    local sock = ngx.socket.tcp()
+    local ms = (attr.timeout or self.timeout) * 1000
+    if ms <= 0 then
+        ms = 60000
+    end
+    sock:settimeouts(ms, ms, ms)
+    local ok
+    ok, err = sock:connect(self.host, self.port)
+    if not ok then
+        return nil, self.http_host .. ": " .. tostring(err)
+    end
+    local req = tab_concat({
+        "POST /v3/watch HTTP/1.1\r\n",
+        "Host: ", self.host, ":", tostring(self.port), "\r\n",
+        "User-Agent: conformance-gateway-client\r\n",
+        "Content-Type: application/json\r\n",
+        "Content-Length: ", tostring(#payload), "\r\n",
+        "\r\n", payload,
+    })
+    local bytes
+    bytes, err = sock:send(req)
+    if not bytes then
+        sock:close()
+        return nil, err
+    end
+    local status, headers = read_headers(sock)
+    if not status then
+        sock:close()
+        return nil, headers
+    end
+    if status >= 300 then
+        sock:close()
+        return nil, "failed to watch data, response code: " .. status
+    end
+    local te = header(headers, "Transfer-Encoding")
+    local chunked = te and str_lower(te):find("chunked", 1, true)
+    local deserialize = self.serializer.deserialize
+    local http_host = self.http_host
+    local done = false
+
+    local function read_watch()
+        if done then
+            return nil, "closed"
+        end
+        local data = ""
+        while true do
+            local chunk, rerr
+            if chunked then
+                chunk, rerr = read_one_chunk(sock)
+            else
+                chunk, rerr = sock:receive("*l")
+                if chunk then
+                    chunk = chunk .. "\n"
+                elseif rerr == "closed" then
+                    chunk, rerr = "", nil
+                end
+            end
+            if not chunk then
+                done = true
+                sock:close()
+                return nil, rerr
+            end
+            if chunk == "" then
+                done = true
+                sock:close()
+                break
+            end
+            data = data .. chunk
+            if str_sub(chunk, -1) == "\n" then
+                break
+            end
+        end
+        if #data == 0 then
+            return nil, nil
+        end
+        local all_events = {}
+        local last
+        for line in data:gmatch("[^\n]+") do
+            local obj, derr = cjson.decode(line)
+            if not obj then
+                return nil, "failed to decode json body: " .. tostring(derr)
+            end
+            if type(obj.error) == "table" and tonumber(obj.error.http_code)
+               and tonumber(obj.error.http_code) >= 500
+            then
+                return nil, http_host .. ": " .. tostring(obj.error.http_status)
+            end
+            if type(obj.result) == "table" and type(obj.result.events) == "table" then
+                for _, ev in ipairs(obj.result.events) do
+                    decode_watch_kv(ev.kv, deserialize)
+                    decode_watch_kv(ev.prev_kv, deserialize)
+                    all_events[#all_events + 1] = ev
+                end
+            end
+            last = obj
+        end
+        if last and #all_events > 1 then
+            if type(last.result) ~= "table" then
+                last.result = {}
+            end
+            last.result.events = all_events
+        end
+        return last
+    end
+
+    return read_watch
+end
+
+
+local function watch_attr(opts, range_end)
+    opts = opts or {}
+    return {
+        range_end = range_end,
+        start_revision = opts.start_revision,
+        prev_kv = opts.prev_kv,
+        watch_id = opts.watch_id,
+        progress_notify = opts.progress_notify,
+        fragment = opts.fragment,
+        filters = opts.filters,
+        timeout = opts.timeout,
+    }
+end
+
+
+function _M.watch(self, key, opts)
+    key = get_real_key(self.key_prefix, key)
+    return watch(self, key, watch_attr(opts))
+end
+
+
+function _M.watchdir(self, key, opts)
+    key = get_real_key(self.key_prefix, key or "")
+    return watch(self, key, watch_attr(opts, get_range_end(key)))
 end
 
 
