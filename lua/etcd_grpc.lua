@@ -20,7 +20,6 @@ local str_sub = string.sub
 local setmetatable = setmetatable
 local math_max = math.max
 local tonumber = tonumber
-local table_concat = table.concat
 
 local bridge_call = bridge.call
 
@@ -38,18 +37,33 @@ local DEFAULT_SOCKET_TIMEOUT = 60
 local function endpoint_list(endpoints)
     local list = {}
     for i, ep in ipairs(endpoints) do
-        local prefix = ep.full_prefix or ep.http_host
-        list[i] = (prefix:gsub("/v3/?$", ""))
+        list[i] = ((ep.full_prefix or ep.http_host):gsub("/v3/?$", ""))
     end
-    return list, table_concat(list, ",")
+    return list
+end
+
+
+-- Whether `endpoints` still hold the prefixes the native client was made
+-- from. Runs on every call, so it compares fields and allocates nothing.
+local function endpoints_unchanged(endpoints, seen)
+    if not seen or #endpoints ~= #seen then
+        return false
+    end
+    for i, ep in ipairs(endpoints) do
+        if (ep.full_prefix or ep.http_host) ~= seen[i] then
+            return false
+        end
+    end
+    return true
 end
 
 
 local function native_client(self)
-    local list, sig = endpoint_list(self.endpoints)
-    if sig == self._endpoints_sig then
+    local endpoints = self.endpoints
+    if endpoints_unchanged(endpoints, self._endpoints_seen) then
         return self._native
     end
+    local list = endpoint_list(endpoints)
     local native, err = core.client({
         endpoints = list,
         first = math_max(tonumber(self.init_count) or 0, 0) % #list,
@@ -58,7 +72,11 @@ local function native_client(self)
     if not native then
         return nil, err
     end
-    self._native, self._endpoints_sig = native, sig
+    local seen = {}
+    for i, ep in ipairs(endpoints) do
+        seen[i] = ep.full_prefix or ep.http_host
+    end
+    self._native, self._endpoints_seen = native, seen
     return native
 end
 

@@ -27,12 +27,16 @@ __DATA__
                 ngx.say(n, " watchers: ", t.established(ngx.worker.pid(), $TEST_NGINX_ETCD_PORT),
                         " connections")
             end
+            -- and each watcher still gets its own events
+            assert(cli:set("/ws1/7/x", "seven"))
+            ngx.say("watcher 7 got: ", readers[8]().result.events[1].kv.value)
         }
     }
 --- response_body
 1 watchers: 2 connections
 10 watchers: 2 connections
 200 watchers: 2 connections
+watcher 7 got: seven
 
 
 

@@ -126,31 +126,7 @@ only puts: a,b
 
 
 
-=== TEST 5: 200 watchers plus gets share two connections (CRUD + sync)
---- config
-    location = /t {
-        content_by_lua_block {
-            local t = require "etcd_grpc_test"
-            local cli = t.client({ serializer = "raw" })
-            local readers = {}
-            for i = 1, 200 do
-                readers[i] = assert(cli:watchdir("/wa5/" .. i .. "/", { timeout = 5 }))
-                assert(readers[i]().result.created)
-            end
-            assert(cli:set("/wa5/7/x", "seven"))
-            local c = readers[7]()
-            ngx.say("watcher 7 got: ", c.result.events[1].kv.value)
-            for _ = 1, 50 do assert(cli:get("/wa5/7/x")) end
-            ngx.say("connections: ", t.established(ngx.worker.pid(), $TEST_NGINX_ETCD_PORT))
-        }
-    }
---- response_body
-watcher 7 got: seven
-connections: 2
-
-
-
-=== TEST 6: an unread reader that is garbage-collected cancels its watcher
+=== TEST 5: an unread reader that is garbage-collected cancels its watcher
 --- config
     location = /t {
         content_by_lua_block {
@@ -177,7 +153,7 @@ kept reader works: true
 
 
 
-=== TEST 7: a reader that falls behind its buffer is canceled with a clear error, memory stays bounded
+=== TEST 6: a reader that falls behind its buffer is canceled with a clear error, memory stays bounded
 --- config
     location = /t {
         content_by_lua_block {
@@ -211,7 +187,7 @@ watchers left: 0
 
 
 
-=== TEST 8: the caller's watch_id is echoed as the gateway would (etcd's own ids stay internal)
+=== TEST 7: the caller's watch_id is echoed as the gateway would (etcd's own ids stay internal)
 --- config
     location = /t {
         content_by_lua_block {

@@ -448,27 +448,30 @@ function _M.set(self, key, val, opts)
 end
 
 
-function _M.setnx(self, key, val, opts)
+-- setnx / setx: a put guarded by "create_revision == 0", in the success
+-- branch (only if absent) or in the failure branch (only if present).
+local function guarded_put(self, key, val, opts, when_absent)
     key = get_real_key(self.key_prefix, key)
     local compare = { { target = "CREATE", key = encode_base64(key), createRevision = 0 } }
     local v, err = serialize_and_encode_base64(self.serializer.serialize, val)
     if not v then
         return nil, "failed to encode val: " .. tostring(err)
     end
-    local success = { { requestPut = { key = encode_base64(key), value = v } } }
-    return txn(self, opts, compare, success, nil)
+    local put = { { requestPut = { key = encode_base64(key), value = v } } }
+    if when_absent then
+        return txn(self, opts, compare, put, nil)
+    end
+    return txn(self, opts, compare, nil, put)
+end
+
+
+function _M.setnx(self, key, val, opts)
+    return guarded_put(self, key, val, opts, true)
 end
 
 
 function _M.setx(self, key, val, opts)
-    key = get_real_key(self.key_prefix, key)
-    local compare = { { target = "CREATE", key = encode_base64(key), createRevision = 0 } }
-    local v, err = serialize_and_encode_base64(self.serializer.serialize, val)
-    if not v then
-        return nil, "failed to encode val: " .. tostring(err)
-    end
-    local failure = { { requestPut = { key = encode_base64(key), value = v } } }
-    return txn(self, opts, compare, nil, failure)
+    return guarded_put(self, key, val, opts, false)
 end
 
 
