@@ -68,6 +68,8 @@ local function native_client(self)
         endpoints = list,
         first = math_max(tonumber(self.init_count) or 0, 0) % #list,
         max_recv = self.max_recv_msg_size,
+        -- read when the client is made (and again if endpoints change)
+        extra_headers = self.extra_headers,
     })
     if not native then
         return nil, err

@@ -7,6 +7,7 @@
 //! would hold a connection to every member): connection count must not grow
 //! with the cluster size. A transport failure moves to the next endpoint.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
+use crate::metadata::Metadata;
 
 /// Default cap on a single response; etcd itself sends up to 2 GiB.
 pub const UNLIMITED: usize = usize::MAX;
@@ -68,8 +70,10 @@ struct Dialed {
 /// The long-lived connections of one worker to one etcd cluster.
 pub struct Connection {
     config: Config,
-    /// The Watch stream's owner, started with the first watcher.
-    hub: Mutex<Option<Arc<crate::watch::Hub>>>,
+    /// The Watch streams' owners, one per metadata set (etcd applies a
+    /// stream's metadata to every watcher on it), each started with its
+    /// first watcher. All of them share the sync channel.
+    hubs: Mutex<HashMap<Metadata, Arc<crate::watch::Hub>>>,
     crud: Mutex<Option<Dialed>>,
     sync: Mutex<Option<Dialed>>,
     /// Rotates over endpoints after failures; shared by both channels so
@@ -94,7 +98,7 @@ impl Connection {
         let first = config.first % config.endpoints.len();
         Ok(Connection {
             config,
-            hub: Mutex::new(None),
+            hubs: Mutex::new(HashMap::new()),
             crud: Mutex::new(None),
             sync: Mutex::new(None),
             next: AtomicUsize::new(first),
@@ -154,19 +158,20 @@ impl Connection {
         }
     }
 
-    /// The hub that multiplexes this connection's watchers, started on
-    /// first use. Must be called inside the runtime.
-    pub fn watch_hub(self: &Arc<Self>) -> Arc<crate::watch::Hub> {
-        let mut guard = self.hub.lock().unwrap_or_else(|p| p.into_inner());
+    /// The hub that multiplexes this connection's watchers with metadata
+    /// `meta`, started on first use. Must be called inside the runtime.
+    pub fn watch_hub(self: &Arc<Self>, meta: &Metadata) -> Arc<crate::watch::Hub> {
+        let mut guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
         guard
-            .get_or_insert_with(|| crate::watch::Hub::start(Arc::downgrade(self)))
+            .entry(meta.clone())
+            .or_insert_with(|| crate::watch::Hub::start(Arc::downgrade(self), meta.clone()))
             .clone()
     }
 
-    /// Live watchers on this connection's Watch stream.
+    /// Live watchers on this connection's Watch streams.
     pub fn watchers(&self) -> usize {
-        let guard = self.hub.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().map_or(0, |h| h.live())
+        let guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        guard.values().map(|h| h.live()).sum()
     }
 
     /// Largest response accepted, in bytes.
@@ -174,15 +179,16 @@ impl Connection {
         self.config.max_recv
     }
 
-    /// Makes one unary call on the CRUD channel. A transport failure moves
-    /// later calls to the next endpoint; the error names the endpoint.
-    pub async fn unary<T, F, Fut>(&self, call: F) -> Result<T>
+    /// Makes one unary call of `msg` with metadata `meta` on the CRUD
+    /// channel. A transport failure moves later calls to the next endpoint;
+    /// the error names the endpoint.
+    pub async fn unary<M, T, F, Fut>(&self, meta: &Metadata, msg: M, call: F) -> Result<T>
     where
-        F: FnOnce(Channel) -> Fut,
+        F: FnOnce(Channel, tonic::Request<M>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let route = self.crud()?;
-        match call(route.channel.clone()).await {
+        match call(route.channel.clone(), meta.request(msg)).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => {
                 let err = Error::from_status(&route.endpoint, status);

@@ -2,6 +2,7 @@
 
 use crate::connection::Connection;
 use crate::error::Result;
+use crate::metadata::Metadata;
 use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::pb::etcdserverpb::{
     DeleteRangeRequest as PbDeleteRangeRequest, DeleteRangeResponse as PbDeleteRangeResponse,
@@ -11,11 +12,10 @@ use crate::pb::etcdserverpb::{
 
 /// Makes one KV call with the connection's response size limit.
 macro_rules! kv_call {
-    ($conn:expr, $method:ident, $req:expr) => {{
+    ($conn:expr, $meta:expr, $method:ident, $req:expr) => {{
         let max = $conn.max_recv();
-        let req = $req;
         $conn
-            .unary(|ch| async move {
+            .unary($meta, $req, |ch, req| async move {
                 KvClient::new(ch)
                     .max_decoding_message_size(max)
                     .$method(req)
@@ -26,24 +26,29 @@ macro_rules! kv_call {
 }
 
 /// Reads a key or a range.
-pub async fn range(conn: &Connection, req: PbRangeRequest) -> Result<PbRangeResponse> {
-    kv_call!(conn, range, req)
+pub async fn range(
+    conn: &Connection,
+    meta: &Metadata,
+    req: PbRangeRequest,
+) -> Result<PbRangeResponse> {
+    kv_call!(conn, meta, range, req)
 }
 
 /// Writes a key.
-pub async fn put(conn: &Connection, req: PbPutRequest) -> Result<PbPutResponse> {
-    kv_call!(conn, put, req)
+pub async fn put(conn: &Connection, meta: &Metadata, req: PbPutRequest) -> Result<PbPutResponse> {
+    kv_call!(conn, meta, put, req)
 }
 
 /// Deletes a key or a range.
 pub async fn delete_range(
     conn: &Connection,
+    meta: &Metadata,
     req: PbDeleteRangeRequest,
 ) -> Result<PbDeleteRangeResponse> {
-    kv_call!(conn, delete_range, req)
+    kv_call!(conn, meta, delete_range, req)
 }
 
 /// Runs a transaction.
-pub async fn txn(conn: &Connection, req: PbTxnRequest) -> Result<PbTxnResponse> {
-    kv_call!(conn, txn, req)
+pub async fn txn(conn: &Connection, meta: &Metadata, req: PbTxnRequest) -> Result<PbTxnResponse> {
+    kv_call!(conn, meta, txn, req)
 }

@@ -24,6 +24,7 @@ pub mod doorbell;
 pub mod error;
 pub mod kv;
 pub mod maintenance;
+pub mod metadata;
 pub mod ops;
 pub mod pb;
 pub mod runtime;

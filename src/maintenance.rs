@@ -2,13 +2,16 @@
 
 use crate::connection::Connection;
 use crate::error::Result;
+use crate::metadata::Metadata;
 use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::pb::etcdserverpb::{
     StatusRequest as PbStatusRequest, StatusResponse as PbStatusResponse,
 };
 
 /// The status of the member the connection talks to.
-pub async fn status(conn: &Connection) -> Result<PbStatusResponse> {
-    conn.unary(|ch| async move { MaintenanceClient::new(ch).status(PbStatusRequest {}).await })
-        .await
+pub async fn status(conn: &Connection, meta: &Metadata) -> Result<PbStatusResponse> {
+    conn.unary(meta, PbStatusRequest {}, |ch, req| async move {
+        MaintenanceClient::new(ch).status(req).await
+    })
+    .await
 }

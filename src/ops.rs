@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::metadata::Metadata;
 use crate::pb::etcdserverpb::{
     DeleteRangeRequest as PbDeleteRangeRequest, PutRequest as PbPutRequest,
     RangeRequest as PbRangeRequest, TxnRequest as PbTxnRequest,
@@ -41,19 +42,27 @@ pub enum Op {
     Stall(u64),
 }
 
-/// Runs `op` on `conn` and shapes the outcome. etcd's refusals below HTTP
-/// 500 become replies; everything else that fails stays an error.
-pub async fn execute(conn: Arc<Connection>, op: Op) -> Result<Reply> {
+/// Runs `op` on `conn` with the caller's metadata and shapes the outcome.
+/// etcd's refusals below HTTP 500 become replies; everything else that
+/// fails stays an error.
+pub async fn execute(conn: Arc<Connection>, meta: Metadata, op: Op) -> Result<Reply> {
+    let meta = &meta;
     let outcome = match op {
-        Op::Range(req) => kv::range(&conn, req).await.map(|r| shape::range_reply(&r)),
-        Op::Put(req) => kv::put(&conn, req).await.map(|r| shape::put_reply(&r)),
-        Op::DeleteRange(req) => kv::delete_range(&conn, req)
+        Op::Range(req) => kv::range(&conn, meta, req)
+            .await
+            .map(|r| shape::range_reply(&r)),
+        Op::Put(req) => kv::put(&conn, meta, req)
+            .await
+            .map(|r| shape::put_reply(&r)),
+        Op::DeleteRange(req) => kv::delete_range(&conn, meta, req)
             .await
             .map(|r| shape::delete_reply(&r)),
-        Op::Txn(req) => kv::txn(&conn, req).await.map(|r| shape::txn_reply(&r)),
+        Op::Txn(req) => kv::txn(&conn, meta, req)
+            .await
+            .map(|r| shape::txn_reply(&r)),
         Op::Refuse(msg) => Err(Error::bad_request(msg)),
         Op::WatchRead(w) => w.next().await.map(|v| Reply::ok(v, None)),
-        Op::Version => maintenance::status(&conn)
+        Op::Version => maintenance::status(&conn, meta)
             .await
             .map(|r| shape::version_reply(&r)),
         #[cfg(feature = "test-hooks")]

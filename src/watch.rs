@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::metadata::Metadata;
 use crate::pb::etcdserverpb::watch_client::WatchClient;
 use crate::pb::etcdserverpb::{
     watch_request::RequestUnion, WatchCancelRequest as PbWatchCancelRequest,
@@ -96,11 +97,12 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the hub task for `conn`. Must run inside the runtime.
-    pub fn start(conn: std::sync::Weak<Connection>) -> Arc<Hub> {
+    /// Starts the hub task for the streams of `conn` that carry `meta`.
+    /// Must run inside the runtime.
+    pub fn start(conn: std::sync::Weak<Connection>, meta: Metadata) -> Arc<Hub> {
         let (cmds, rx) = mpsc::unbounded_channel();
         let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        tokio::spawn(run(conn, rx, live.clone()));
+        tokio::spawn(run(conn, meta, rx, live.clone()));
         Arc::new(Hub {
             cmds,
             next_id: AtomicU64::new(1),
@@ -160,6 +162,7 @@ impl State {
 
 async fn run(
     conn: std::sync::Weak<Connection>,
+    meta: Metadata,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     live: Arc<std::sync::atomic::AtomicUsize>,
 ) {
@@ -189,7 +192,7 @@ async fn run(
             w.fragments.clear();
         }
         send_next_create(&st, &req_tx);
-        let opening = open(c, req_rx);
+        let opening = open(c, &meta, req_rx);
         tokio::pin!(opening);
         let opened = loop {
             tokio::select! {
@@ -253,6 +256,7 @@ type Requests = mpsc::UnboundedSender<PbWatchRequest>;
 
 async fn open(
     conn: Arc<Connection>,
+    meta: &Metadata,
     requests: mpsc::UnboundedReceiver<PbWatchRequest>,
 ) -> Result<tonic::Streaming<PbWatchResponse>> {
     let route = conn.sync()?;
@@ -261,7 +265,7 @@ async fn open(
     });
     let mut client =
         WatchClient::new(route.channel.clone()).max_decoding_message_size(conn.max_recv());
-    match client.watch(outbound).await {
+    match client.watch(meta.request(outbound)).await {
         Ok(resp) => Ok(resp.into_inner()),
         Err(status) => {
             let err = Error::from_status(&route.endpoint, status);

@@ -3,6 +3,7 @@
 //! fork, so nothing of it ever exists in the master.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use crate::bridge::Bridge;
 use crate::connection::{Config, Connection};
 use crate::doorbell::{Doorbell, Listener};
 use crate::error::{Error, Result};
+use crate::metadata::Metadata;
 use crate::ops::{self, Op};
 use crate::runtime;
 use crate::shape::Reply;
@@ -97,25 +99,35 @@ impl Worker {
         Ok(conn)
     }
 
-    /// Registers a watcher on `conn`'s shared Watch stream.
-    pub fn watch(&self, conn: &Arc<Connection>, spec: crate::watch::Spec) -> crate::watch::Watcher {
+    /// Registers a watcher on the Watch stream of `conn` that carries
+    /// metadata `meta`.
+    pub fn watch(
+        &self,
+        conn: &Arc<Connection>,
+        meta: &Metadata,
+        spec: crate::watch::Spec,
+    ) -> crate::watch::Watcher {
         // The hub task is spawned on first use: it must see our runtime.
         let _ctx = self.handle.enter();
-        conn.watch_hub().watch(spec)
+        conn.watch_hub(meta).watch(spec)
     }
 
-    /// Starts `op`; its result arrives through [`Worker::drain`].
-    pub fn submit(&self, conn: Arc<Connection>, op: Op, timeout: Duration) -> u64 {
+    /// Starts `job`; its result arrives through [`Worker::drain`].
+    pub fn submit<F>(&self, timeout: Duration, job: F) -> u64
+    where
+        F: Future<Output = Result<Reply>> + Send + 'static,
+    {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.bridge
-            .submit(&self.handle, timeout, ops::execute(conn, op))
+        self.bridge.submit(&self.handle, timeout, job)
     }
 
-    /// Runs `op` and blocks the calling thread until it ends.
-    pub fn call_blocking(&self, conn: Arc<Connection>, op: Op, timeout: Duration) -> Result<Reply> {
+    /// Runs `job` and blocks the calling thread until it ends.
+    pub fn call_blocking<F>(&self, timeout: Duration, job: F) -> Result<Reply>
+    where
+        F: Future<Output = Result<Reply>> + Send + 'static,
+    {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.bridge
-            .call_blocking(&self.handle, timeout, ops::execute(conn, op))
+        self.bridge.call_blocking(&self.handle, timeout, job)
     }
 
     /// Hands every finished call to `each`.
@@ -203,11 +215,11 @@ pub struct Stats {
 /// One call where no worker may exist (nginx's `init` phase, in the
 /// master): a runtime and a connection made for it alone, both completely
 /// gone (no thread, no socket) when this returns.
-pub fn call_once(config: Config, op: Op, timeout: Duration) -> Result<Reply> {
+pub fn call_once(config: Config, meta: Metadata, op: Op, timeout: Duration) -> Result<Reply> {
     let rt = runtime::build_throwaway_runtime()?;
     let out = rt.block_on(async move {
         let conn = Arc::new(Connection::new(config)?);
-        let job = std::panic::AssertUnwindSafe(ops::execute(conn, op));
+        let job = std::panic::AssertUnwindSafe(ops::execute(conn, meta, op));
         match tokio::time::timeout(timeout, futures::FutureExt::catch_unwind(job)).await {
             Ok(Ok(out)) => out,
             Ok(Err(panic)) => Err(crate::bridge::panic_error(panic)),

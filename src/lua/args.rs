@@ -5,6 +5,7 @@ use mlua::{Table, Value as LuaValue};
 
 use crate::connection::{Config, UNLIMITED};
 use crate::error::{Error, Result};
+use crate::metadata::Metadata;
 use crate::ops::Op;
 use crate::pb::etcdserverpb::{
     range_request, watch_create_request, DeleteRangeRequest as PbDeleteRangeRequest,
@@ -201,6 +202,35 @@ pub fn config(t: &Table) -> Result<Config> {
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The metadata of a client config's `extra_headers` (a table of header
+/// name to string or number; absent means none).
+pub fn metadata(t: &Table) -> Result<Metadata> {
+    let headers = match t.raw_get("extra_headers").map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => return Ok(Metadata::default()),
+        LuaValue::Table(h) => h,
+        _ => return Err(bad("opts.extra_headers must be table or ignore".into())),
+    };
+    let mut pairs = Vec::new();
+    for pair in headers.pairs::<LuaValue, LuaValue>() {
+        let (k, v) = pair.map_err(|e| bad(e.to_string()))?;
+        let text = |v: &LuaValue| match v {
+            LuaValue::String(s) => s.to_str().ok().map(|s| s.to_string()),
+            LuaValue::Integer(n) => Some(n.to_string()),
+            LuaValue::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let name = text(&k)
+            .ok_or_else(|| bad("opts.extra_headers: header names must be strings".into()))?;
+        let value = text(&v).ok_or_else(|| {
+            bad(format!(
+                "opts.extra_headers: value of {name} must be string"
+            ))
+        })?;
+        pairs.push((name, value));
+    }
+    Metadata::from_headers(pairs)
 }
 
 /// A call timeout in seconds: positive and finite.

@@ -13,6 +13,8 @@ use mlua::{IntoLuaMulti, Lua, MultiValue, Result as LuaResult, Table, UserData, 
 
 use crate::connection::{Config, Connection};
 use crate::error::{Error, Result};
+use crate::metadata::Metadata;
+use crate::ops::{self, Op};
 use crate::worker;
 
 /// `value` or `nil, err`.
@@ -27,6 +29,8 @@ fn ret<T: mlua::IntoLua>(lua: &Lua, r: Result<T>) -> LuaResult<MultiValue> {
 /// to in this process (re-resolved after fork).
 struct Client {
     config: Config,
+    /// Sent with every call and on this client's watch streams.
+    meta: Metadata,
     cached: RefCell<Option<(usize, Arc<Connection>)>>,
 }
 
@@ -48,7 +52,8 @@ impl Client {
         let op = args::op(op, a.as_ref())?;
         let timeout = args::timeout(timeout)?;
         let w = worker::current()?;
-        Ok(w.submit(self.connection(w)?, op, timeout))
+        let job = ops::execute(self.connection(w)?, self.meta.clone(), op);
+        Ok(w.submit(timeout, job))
     }
 
     /// Runs an operation, blocking until it ends (non-yieldable phases).
@@ -56,7 +61,8 @@ impl Client {
         let op = args::op(op, a.as_ref())?;
         let timeout = args::timeout(timeout)?;
         let w = worker::current()?;
-        let reply = w.call_blocking(self.connection(w)?, op, timeout)?;
+        let job = ops::execute(self.connection(w)?, self.meta.clone(), op);
+        let reply = w.call_blocking(timeout, job)?;
         convert::reply(lua, &reply).map_err(|e| Error::InvalidArgument(e.to_string()))
     }
 
@@ -64,7 +70,7 @@ impl Client {
     fn call_once(&self, lua: &Lua, op: &str, a: Option<Table>, timeout: f64) -> Result<Table> {
         let op = args::op(op, a.as_ref())?;
         let timeout = args::timeout(timeout)?;
-        let reply = worker::call_once(self.config.clone(), op, timeout)?;
+        let reply = worker::call_once(self.config.clone(), self.meta.clone(), op, timeout)?;
         convert::reply(lua, &reply).map_err(|e| Error::InvalidArgument(e.to_string()))
     }
 }
@@ -78,9 +84,17 @@ struct WatcherHandle {
 }
 
 impl WatcherHandle {
-    fn op(&self, op: &str) -> Result<crate::ops::Op> {
+    /// The job behind `op`. Reads send nothing to etcd: no metadata.
+    fn job(
+        &self,
+        op: &str,
+    ) -> Result<impl std::future::Future<Output = Result<crate::shape::Reply>>> {
         match op {
-            "read" => Ok(crate::ops::Op::WatchRead(self.watcher.clone())),
+            "read" => Ok(ops::execute(
+                self.conn.clone(),
+                Metadata::default(),
+                Op::WatchRead(self.watcher.clone()),
+            )),
             _ => Err(Error::InvalidArgument(format!(
                 "unknown watcher operation: {op}"
             ))),
@@ -93,9 +107,9 @@ impl UserData for WatcherHandle {
         methods.add_method(
             "submit",
             |lua, this, (op, _a, timeout): (String, Option<Table>, f64)| {
-                let id = this.op(&op).and_then(|op| {
+                let id = this.job(&op).and_then(|job| {
                     let timeout = args::timeout(timeout)?;
-                    Ok(worker::current()?.submit(this.conn.clone(), op, timeout))
+                    Ok(worker::current()?.submit(timeout, job))
                 });
                 ret(lua, id)
             },
@@ -103,9 +117,9 @@ impl UserData for WatcherHandle {
         methods.add_method(
             "call",
             |lua, this, (op, _a, timeout): (String, Option<Table>, f64)| {
-                let reply = this.op(&op).and_then(|op| {
+                let reply = this.job(&op).and_then(|job| {
                     let timeout = args::timeout(timeout)?;
-                    worker::current()?.call_blocking(this.conn.clone(), op, timeout)
+                    worker::current()?.call_blocking(timeout, job)
                 });
                 ret(
                     lua,
@@ -153,7 +167,7 @@ impl UserData for Client {
             let made = args::watch(&a).and_then(|spec| {
                 let w = worker::current()?;
                 let conn = this.connection(w)?;
-                let watcher = Arc::new(w.watch(&conn, spec));
+                let watcher = Arc::new(w.watch(&conn, &this.meta, spec));
                 Ok(WatcherHandle {
                     watcher,
                     conn,
@@ -176,9 +190,12 @@ impl UserData for Client {
 
 /// `core.client(cfg)`: a client handle, or `nil, err` for a bad config.
 fn client(lua: &Lua, cfg: Table) -> LuaResult<MultiValue> {
-    let made = args::config(&cfg).map(|config| Client {
-        config,
-        cached: RefCell::new(None),
+    let made = args::config(&cfg).and_then(|config| {
+        Ok(Client {
+            config,
+            meta: args::metadata(&cfg)?,
+            cached: RefCell::new(None),
+        })
     });
     match made {
         Ok(c) => lua.create_userdata(c)?.into_lua_multi(lua),

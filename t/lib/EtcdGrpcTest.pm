@@ -51,6 +51,9 @@ package EtcdGrpcTest;
 #                       returns { host, port, peer_port, pid, data_dir, log,
 #                       bin }.  With `gateway => 1` the grpc-gateway is
 #                       enabled.  It is stopped at END like the main one.
+#   start_cluster($n, %opts)
+#                       starts $n such etcds as the members of one new
+#                       cluster; returns them once all are healthy.
 #   stop_etcd($etcd)    stops one started by start_etcd (CONT, TERM, KILL
 #                       after 5 s) and removes its data dir.
 #
@@ -77,7 +80,7 @@ use POSIX qw(:sys_wait_h);
 use Test::More ();
 use Time::HiRes qw(time sleep);
 
-our @EXPORT    = qw(start_etcd stop_etcd);
+our @EXPORT    = qw(start_etcd start_cluster stop_etcd);
 our @EXPORT_OK = qw($Root $Etcd etcd_http_get);
 
 our $Root = Cwd::abs_path(File::Spec->catdir(File::Basename::dirname(__FILE__), '..', '..'));
@@ -118,8 +121,36 @@ sub _init () {
 # ---------------------------------------------------------------- etcd
 
 sub start_etcd (%opts) {
+    return (start_cluster(1, %opts))[0];
+}
+
+# Starts `$n` etcd members forming one new cluster (each member as
+# start_etcd describes it) and waits until every one is healthy.
+sub start_cluster ($n, %opts) {
     my $bin = _etcd_bin(1);
-    my ($port, $peer_port) = _free_ports(2);
+    my @ports = _free_ports(2 * $n);
+    my @members = map { { port => $ports[2 * $_], peer_port => $ports[2 * $_ + 1] } } 0 .. $n - 1;
+    my $initial = join ',', map { "t$_->{port}=http://127.0.0.1:$_->{peer_port}" } @members;
+    my @started = map { _spawn_etcd($bin, $_->{port}, $_->{peer_port}, $initial, %opts) } @members;
+
+    my $deadline = time + $HealthTimeout;
+    for my $etcd (@started) {
+        until (_healthy($etcd->{port})) {
+            my $gone = waitpid($etcd->{pid}, WNOHANG) == $etcd->{pid};
+            if ($gone || time > $deadline) {
+                my $tail = _tail($etcd->{log}, 40);
+                stop_etcd($_) for @started;
+                _bail(($gone ? 'etcd exited during startup'
+                             : "etcd did not become healthy within ${HealthTimeout}s")
+                      . ": @{$etcd->{cmd}}\n--- last lines of $etcd->{log}:\n$tail");
+            }
+            sleep 0.05;
+        }
+    }
+    return @started;
+}
+
+sub _spawn_etcd ($bin, $port, $peer_port, $initial, %opts) {
     my $dir  = File::Temp::tempdir('etcd-grpc-test-XXXXXX', TMPDIR => 1);
     my $log  = "$dir/etcd.log";
     my $name = "t$port";
@@ -129,7 +160,7 @@ sub start_etcd (%opts) {
         $bin, '--name', $name, '--data-dir', $dir,
         '--listen-client-urls', $client, '--advertise-client-urls', $client,
         '--listen-peer-urls', $peer, '--initial-advertise-peer-urls', $peer,
-        '--initial-cluster', "$name=$peer",
+        '--initial-cluster', $initial,
         '--enable-grpc-gateway=' . ($opts{gateway} ? 'true' : 'false'),
         '--logger=zap', '--log-outputs=stderr',
         # extra flags a suite needs (set in a BEGIN block before `use`)
@@ -149,24 +180,11 @@ sub start_etcd (%opts) {
 
     my $etcd = {
         host => $client, port => $port, peer_port => $peer_port, pid => $pid,
-        restart => "$dir/restart.sh",
+        restart => "$dir/restart.sh", cmd => \@cmd,
         data_dir => $dir, log => $log, bin => $bin, version => _etcd_version($bin),
         gateway => $opts{gateway} ? 1 : 0,
     };
     push @Started, $etcd;
-
-    my $deadline = time + $HealthTimeout;
-    until (_healthy($port)) {
-        my $gone = waitpid($pid, WNOHANG) == $pid;
-        if ($gone || time > $deadline) {
-            my $tail = _tail($log, 40);
-            stop_etcd($etcd);
-            _bail(($gone ? 'etcd exited during startup'
-                         : "etcd did not become healthy within ${HealthTimeout}s")
-                  . ": @cmd\n--- last lines of $log:\n$tail");
-        }
-        sleep 0.05;
-    }
     return $etcd;
 }
 

@@ -17,6 +17,28 @@ function _M.client(opts)
 end
 
 
+-- Two clients of the member t/metadata.t leaves without a leader
+-- (TEST_NGINX_LEADERLESS_HOST): one sending `headers` as extra_headers,
+-- one plain, each with its own `timeout`. Returns them, and the member's
+-- URL, once the member has noticed it lost its leader (the tagged client
+-- is refused with "no leader"; up to 20 s).
+function _M.leaderless(headers, strict_timeout, plain_timeout)
+    local etcd = require "etcd_grpc"
+    local host = os.getenv("TEST_NGINX_LEADERLESS_HOST")
+    local strict = assert(etcd.new({ http_host = host, timeout = strict_timeout,
+                                     extra_headers = headers }))
+    local plain = assert(etcd.new({ http_host = host, timeout = plain_timeout }))
+    for _ = 1, 200 do
+        local _, err = strict:get("/leaderless")
+        if err and err:find("no leader", 1, true) then
+            break
+        end
+        ngx.sleep(0.1)
+    end
+    return strict, plain, host
+end
+
+
 -- A compact, sorted rendering of a decoded table, skipping `skip` keys at
 -- the top level: {a=1,b={1,2}}.
 function _M.dump(v, skip)
