@@ -188,7 +188,9 @@ impl Connection {
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let route = self.crud()?;
-        match call(route.channel.clone(), meta.request(msg)).await {
+        // Boxed: tonic's call future is kilobytes, and unboxed it would make
+        // every operation's future (moved on each hand-off) that big too.
+        match Box::pin(call(route.channel.clone(), meta.request(msg))).await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => {
                 let err = Error::from_status(&route.endpoint, status);

@@ -1,48 +1,133 @@
 //! Rust values to Lua values: gateway-shaped bodies and HTTP-like replies.
+//!
+//! Replies are built with Lua's C API inside one protected call per batch
+//! (`exec_raw`), not through mlua's `Table::raw_set`: in module mode mlua
+//! cannot rule out allocation errors, so it wraps every single table store
+//! in its own `lua_pcall`, and those per-field pcalls were the largest cost
+//! of a call on the nginx thread. Inside the protected call a Lua error
+//! (out of memory) unwinds only these functions, which own nothing that
+//! needs dropping: they read borrowed Rust values and push onto the stack.
 
-use mlua::{Lua, Result as LuaResult, Table, Value as LuaValue};
+use std::ffi::c_int;
+use std::io::Write;
 
+use mlua::ffi::{self, lua_State};
+use mlua::{Lua, Result as LuaResult, Table};
+
+use crate::error::Error;
 use crate::shape::{Reply, Value};
 
-/// A shaped value as the Lua table cjson would have decoded from the
-/// gateway's JSON.
-pub fn value(lua: &Lua, v: &Value) -> LuaResult<LuaValue> {
-    Ok(match v {
-        Value::Bool(b) => LuaValue::Boolean(*b),
-        Value::Int(n) => LuaValue::Number(*n as f64),
-        Value::Str(s) => LuaValue::String(lua.create_string(s)?),
-        Value::List(items) => {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.iter().enumerate() {
-                t.raw_set(i + 1, value(lua, item)?)?;
-            }
-            LuaValue::Table(t)
-        }
-        Value::Map(members) => {
-            let t = lua.create_table_with_capacity(0, members.len())?;
-            for (k, item) in members {
-                t.raw_set(*k, value(lua, item)?)?;
-            }
-            LuaValue::Table(t)
-        }
-    })
+/// A finished call as `drain` hands it to Lua.
+pub type Outcome = (u64, Result<Reply, Error>);
+
+/// One reply as a Lua table (lua-resty-http's response shape).
+pub fn reply(lua: &Lua, r: &Reply) -> LuaResult<Table> {
+    // SAFETY: push_reply leaves exactly one value (the table) on the stack
+    // and owns nothing that a Lua error could leak.
+    unsafe { lua.exec_raw((), |state| push_reply(state, r)) }
 }
 
-/// A reply as lua-resty-http's response object shape: `status`, `reason`,
-/// `headers` (with `X-Etcd-Index` from `header.revision`) and `body`.
-pub fn reply(lua: &Lua, r: &Reply) -> LuaResult<Table> {
-    let res = lua.create_table_with_capacity(0, 5)?;
-    res.raw_set("status", r.status)?;
-    res.raw_set("reason", reason(r.status))?;
-    let headers = lua.create_table_with_capacity(0, 2)?;
-    headers.raw_set("Content-Type", "application/json")?;
-    if let Some(rev) = r.revision {
-        headers.raw_set("X-Etcd-Index", rev.to_string())?;
+/// Stores `outcomes` into `t` as `id, res|false, err|false` triplets from
+/// index 1, in one protected call; returns how many there were.
+pub fn outcomes(lua: &Lua, t: &Table, outcomes: &[Outcome]) -> LuaResult<usize> {
+    // Error strings are made before entering the protected call.
+    let errors: Vec<Option<String>> = outcomes
+        .iter()
+        .map(|(_, out)| out.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    // SAFETY: the closure reads `t` (argument 1) and borrowed values only,
+    // and restores the stack to that one argument.
+    unsafe {
+        lua.exec_raw::<()>(t, |state| {
+            for (i, ((id, out), err)) in outcomes.iter().zip(&errors).enumerate() {
+                let base = (i * 3) as ffi::lua_Integer;
+                ffi::lua_pushnumber(state, *id as ffi::lua_Number);
+                ffi::lua_rawseti(state, 1, base + 1);
+                match (out, err) {
+                    (Ok(r), _) => push_reply(state, r),
+                    _ => ffi::lua_pushboolean(state, 0),
+                }
+                ffi::lua_rawseti(state, 1, base + 2);
+                match err {
+                    Some(e) => push_bytes(state, e.as_bytes()),
+                    None => ffi::lua_pushboolean(state, 0),
+                }
+                ffi::lua_rawseti(state, 1, base + 3);
+            }
+            ffi::lua_settop(state, 0);
+        })?;
     }
-    res.raw_set("headers", headers)?;
-    res.raw_set("has_body", true)?;
-    res.raw_set("body", value(lua, &r.body)?)?;
-    Ok(res)
+    Ok(outcomes.len())
+}
+
+unsafe fn push_bytes(state: *mut lua_State, b: &[u8]) {
+    ffi::lua_pushlstring(state, b.as_ptr().cast(), b.len());
+}
+
+/// `t[k] = <value on top>` for the table just below the top.
+unsafe fn set_field(state: *mut lua_State, k: &str) {
+    push_bytes(state, k.as_bytes());
+    ffi::lua_insert(state, -2);
+    ffi::lua_rawset(state, -3);
+}
+
+fn capacity(n: usize) -> c_int {
+    c_int::try_from(n).unwrap_or(c_int::MAX)
+}
+
+/// Pushes a shaped value as the table cjson would have decoded from the
+/// gateway's JSON.
+unsafe fn push_value(state: *mut lua_State, v: &Value) {
+    match v {
+        Value::Bool(b) => ffi::lua_pushboolean(state, c_int::from(*b)),
+        Value::Int(n) => ffi::lua_pushnumber(state, *n as ffi::lua_Number),
+        Value::Str(s) => push_bytes(state, s),
+        Value::List(items) => {
+            // nesting (txn responses) needs room for two more slots per level
+            ffi::luaL_checkstack(state, 4, c"etcd_grpc: reply nested too deep".as_ptr());
+            ffi::lua_createtable(state, capacity(items.len()), 0);
+            for (i, item) in items.iter().enumerate() {
+                push_value(state, item);
+                ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+            }
+        }
+        Value::Map(members) => {
+            ffi::luaL_checkstack(state, 4, c"etcd_grpc: reply nested too deep".as_ptr());
+            ffi::lua_createtable(state, 0, capacity(members.len()));
+            for (k, item) in members {
+                push_value(state, item);
+                set_field(state, k);
+            }
+        }
+    }
+}
+
+/// Pushes `status`, `reason`, `headers` (with `X-Etcd-Index` from
+/// `header.revision`), `has_body` and `body`.
+unsafe fn push_reply(state: *mut lua_State, r: &Reply) {
+    ffi::luaL_checkstack(state, 6, c"etcd_grpc: no stack for a reply".as_ptr());
+    ffi::lua_createtable(state, 0, 5);
+    ffi::lua_pushnumber(state, ffi::lua_Number::from(r.status));
+    set_field(state, "status");
+    push_bytes(state, reason(r.status).as_bytes());
+    set_field(state, "reason");
+    ffi::lua_createtable(state, 0, 2);
+    push_bytes(state, b"application/json");
+    set_field(state, "Content-Type");
+    if let Some(rev) = r.revision {
+        // decimal text without allocating: an i64 needs at most 20 bytes
+        let mut buf = [0u8; 20];
+        let mut rest = &mut buf[..];
+        let _ = write!(rest, "{rev}");
+        let len = 20 - rest.len();
+        push_bytes(state, &buf[..len]);
+        set_field(state, "X-Etcd-Index");
+    }
+    set_field(state, "headers");
+    ffi::lua_pushboolean(state, 1);
+    set_field(state, "has_body");
+    push_value(state, &r.body);
+    set_field(state, "body");
 }
 
 fn reason(status: u16) -> &'static str {

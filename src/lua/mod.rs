@@ -210,41 +210,12 @@ fn drain(lua: &Lua, t: Table) -> LuaResult<usize> {
     let Some(w) = worker::existing() else {
         return Ok(0);
     };
-    let mut i = 0usize;
-    let mut failed = None;
-    w.drain(|id, out| {
-        if failed.is_some() {
-            return;
-        }
-        let (res, err) = match out {
-            Ok(reply) => match convert::reply(lua, &reply) {
-                Ok(tbl) => (mlua::Value::Table(tbl), mlua::Value::Boolean(false)),
-                Err(e) => {
-                    failed = Some(e);
-                    return;
-                }
-            },
-            Err(e) => match lua.create_string(e.to_string()) {
-                Ok(s) => (mlua::Value::Boolean(false), mlua::Value::String(s)),
-                Err(e) => {
-                    failed = Some(e);
-                    return;
-                }
-            },
-        };
-        let r = t
-            .raw_set(i * 3 + 1, id)
-            .and_then(|_| t.raw_set(i * 3 + 2, res))
-            .and_then(|_| t.raw_set(i * 3 + 3, err));
-        if let Err(e) = r {
-            failed = Some(e);
-        }
-        i += 1;
-    });
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(i),
+    let mut done: Vec<convert::Outcome> = Vec::new();
+    w.drain(|id, out| done.push((id, out)));
+    if done.is_empty() {
+        return Ok(0);
     }
+    convert::outcomes(lua, &t, &done)
 }
 
 /// `core.doorbell()`: path of a fresh wake-up socket for the dispatcher.
