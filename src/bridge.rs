@@ -65,6 +65,10 @@ impl<R: Send + 'static> Bridge<R> {
         let in_flight = self.in_flight.clone();
         let exiting = self.exiting.subscribe();
         in_flight.fetch_add(1, Ordering::Relaxed);
+        // Boxed apart from the task: the task cell then stays small enough
+        // for malloc's small bins (a cell above 1 KiB made glibc consolidate
+        // its fast bins on every call).
+        let job = Box::pin(job);
         rt.spawn(async move {
             let out = guarded(job, timeout, exiting).await;
             in_flight.fetch_sub(1, Ordering::Relaxed);
