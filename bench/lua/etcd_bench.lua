@@ -1,0 +1,307 @@
+-- The benchmark's workloads inside one nginx worker, run by bench/run.py
+-- through GET /run?w=<workload>&... and answered as one JSON object.
+--
+-- Each workload runs the same way on two clients: `grpc` (etcd_grpc) and
+-- `gateway` (gateway_http: etcd's JSON gateway the way lua-resty-etcd
+-- reaches it). Both use the `raw` serializer so that values are the same
+-- bytes on both paths. Latencies come from CLOCK_MONOTONIC, the worker's
+-- CPU from getrusage(RUSAGE_SELF), which counts every thread of the
+-- process (the Lua thread and etcd_grpc's runtime thread alike).
+
+local ffi = require "ffi"
+local cjson = require "cjson.safe"
+local etcd = require "etcd_grpc"
+local gateway_http = require "gateway_http"
+
+local ngx = ngx
+local C = ffi.C
+local tonumber = tonumber
+local tostring = tostring
+local str_rep = string.rep
+local str_sub = string.sub
+local tab_sort = table.sort
+local math_floor = math.floor
+local io_open = io.open
+
+
+ffi.cdef [[
+    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+    int clock_gettime(int clk, bench_timespec *ts);
+    typedef struct { long tv_sec; long tv_usec; } bench_timeval;
+    typedef struct {
+        bench_timeval ru_utime; bench_timeval ru_stime; long ru_rest[14];
+    } bench_rusage;
+    int getrusage(int who, bench_rusage *usage);
+]]
+
+local CLOCK_REALTIME, CLOCK_MONOTONIC = 0, 1
+local ts = ffi.new("bench_timespec")
+local ru = ffi.new("bench_rusage")
+
+
+local _M = {}
+
+-- watchers held across requests (grpc readers; gateway watchers live in
+-- timers), so that they stay alive while run.py measures from outside
+local held = {}
+
+
+local function now_us()
+    C.clock_gettime(CLOCK_MONOTONIC, ts)
+    return tonumber(ts.tv_sec) * 1e6 + tonumber(ts.tv_nsec) / 1e3
+end
+
+
+local function realtime_ns()
+    C.clock_gettime(CLOCK_REALTIME, ts)
+    return tonumber(ts.tv_sec) * 1e9 + tonumber(ts.tv_nsec)
+end
+
+
+local function cpu_secs()
+    C.getrusage(0, ru)
+    return tonumber(ru.ru_utime.tv_sec) + tonumber(ru.ru_utime.tv_usec) / 1e6
+        + tonumber(ru.ru_stime.tv_sec) + tonumber(ru.ru_stime.tv_usec) / 1e6
+end
+
+
+-- p50/p99/max of a list of microsecond latencies (sorts it).
+local function percentiles(lat, out)
+    local n = #lat
+    tab_sort(lat)
+    out.p50_us = n > 0 and lat[math_floor(n * 0.50) + 1] or 0
+    out.p99_us = n > 0 and lat[math_floor(n * 0.99) + 1] or 0
+    out.max_us = lat[n] or 0
+    return out
+end
+
+
+local function client(args, timeout)
+    local host, port = args.host, tonumber(args.port)
+    if args.client == "gateway" then
+        return gateway_http.new(host, port, (timeout or 10) * 1000)
+    end
+    return assert(etcd.new({
+        http_host = "http://" .. host .. ":" .. port,
+        serializer = "raw",
+        timeout = timeout or 10,
+    }))
+end
+
+
+local function ready(name)
+    ngx.shared.bench:set("ready:" .. name, true)
+end
+
+
+-- Closed loop: `c` light threads share one counter until `n` ops are done.
+local function closed_loop(op, c, n, lat)
+    local started, errors = 0, 0
+    local function worker()
+        while started < n do
+            started = started + 1
+            local i = started
+            local t0 = now_us()
+            local res, err = op()
+            local t1 = now_us()
+            if not res or res.status ~= 200 then
+                errors = errors + 1
+                if errors == 1 then
+                    ngx.log(ngx.WARN, "bench: op failed: ", err or res.status)
+                end
+            end
+            if lat then
+                lat[i] = t1 - t0
+            end
+        end
+    end
+    local threads = {}
+    for i = 1, c do
+        threads[i] = ngx.thread.spawn(worker)
+    end
+    for i = 1, c do
+        ngx.thread.wait(threads[i])
+    end
+    return errors
+end
+
+
+-- get or set of a 256-byte value at concurrency c.
+function _M.kv(args)
+    local cli = client(args)
+    local key = args.key or "/bench/kv"
+    local value = str_rep("v", tonumber(args.value_size) or 256)
+    assert(cli:set(key, value))
+    local op
+    if args.op == "get" then
+        op = function() return cli:get(key) end
+    else
+        op = function() return cli:set(key, value) end
+    end
+    local c, n = tonumber(args.c), tonumber(args.n)
+    closed_loop(op, c, tonumber(args.warmup) or math_floor(n / 10))
+    local lat = {}
+    local cpu0, t0 = cpu_secs(), now_us()
+    local errors = closed_loop(op, c, n, lat)
+    local secs = (now_us() - t0) / 1e6
+    local cpu = cpu_secs() - cpu0
+    return percentiles(lat, {
+        op = args.op, concurrency = c, ops = n, errors = errors, secs = secs,
+        ops_per_sec = n / secs, cpu_secs = cpu, cpu_us_per_op = cpu / n * 1e6,
+    })
+end
+
+
+-- A watcher and its first message (the creation acknowledgement).
+local function open_watch(cli, args, key, dir)
+    if args.client == "gateway" then
+        local reader, err = dir and cli:watchdir(key) or cli:watch(key)
+        assert(reader, err)
+        assert(reader(), "no created message")
+        return reader
+    end
+    local opts = { timeout = tonumber(args.timeout) or 60 }
+    local reader = assert(dir and cli:watchdir(key, opts) or cli:watch(key, opts))
+    local first = assert(reader())
+    assert(first.result.created, "no created message")
+    return reader
+end
+
+
+-- Reads events until `count` of them arrived, calling each(event).
+local function read_events(reader, count, each)
+    local seen = 0
+    while seen < count do
+        local msg, err = reader()
+        if not msg then
+            return seen, err
+        end
+        local events = msg.result and msg.result.events
+        for i = 1, events and #events or 0 do
+            seen = seen + 1
+            each(events[i])
+        end
+    end
+    return seen
+end
+
+
+-- Put -> event latency: run.py's writer stamps each value with its
+-- CLOCK_REALTIME send time in ns.
+function _M.watch_latency(args)
+    local cli = client(args, 60)
+    local reader = open_watch(cli, args, args.key, false)
+    ready(args.key)
+    local lat = {}
+    local seen, err = read_events(reader, tonumber(args.count), function(ev)
+        local stamp = tonumber(str_sub(ev.kv.value, 1, 20):match("^%d+"))
+        lat[#lat + 1] = (realtime_ns() - stamp) / 1e3
+    end)
+    return percentiles(lat, { events = seen, error = err })
+end
+
+
+-- Events per second one watcher takes from a writer going flat out.
+function _M.watch_rate(args)
+    local cli = client(args, 60)
+    local reader = open_watch(cli, args, args.prefix, true)
+    ready(args.prefix)
+    local first, last
+    local seen, err = read_events(reader, tonumber(args.count), function()
+        last = now_us()
+        first = first or last
+    end)
+    local secs = first and (last - first) / 1e6 or 0
+    return {
+        events = seen, error = err, secs = secs,
+        events_per_sec = secs > 0 and (seen - 1) / secs or 0,
+    }
+end
+
+
+-- Opens watchers up to `n` in total (distinct prefixes) and keeps them.
+-- The gateway's watchers each need a connection and a reading coroutine
+-- that outlives this request: a timer per watcher.
+function _M.watchers_open(args)
+    local n = tonumber(args.n)
+    local dict = ngx.shared.bench
+    if args.client == "gateway" then
+        local cli = client(args, 3600)
+        local target = n - (dict:get("gw_watchers") or 0)
+        for i = 1, target do
+            local key = "/bench/idle/" .. i .. "/" .. n .. "/"
+            assert(ngx.timer.at(0, function(premature)
+                if premature then return end
+                local reader = open_watch(cli, args, key, true)
+                dict:incr("gw_watchers", 1, 0)
+                reader()   -- blocks: the prefix stays quiet
+            end))
+        end
+        while (dict:get("gw_watchers") or 0) < n do
+            ngx.sleep(0.01)
+        end
+        return { watchers = dict:get("gw_watchers") }
+    end
+    local cli = client(args, 3600)
+    while #held < n do
+        held[#held + 1] = open_watch(cli, args, "/bench/idle/" .. #held .. "/", true)
+    end
+    assert(cli:get("/bench/idle"))   -- the CRUD connection is in use too
+    return { watchers = #held }
+end
+
+
+local function status_kib(field)
+    local f = assert(io_open("/proc/self/status"))
+    local text = f:read("*a")
+    f:close()
+    return tonumber(text:match(field .. ":%s*(%d+)"))
+end
+
+
+-- One full sync: readdir of the prefix run.py filled; time and the peak
+-- RSS growth during the call (the peak is reset first).
+function _M.readdir(args)
+    local cli = client(args, 120)
+    assert(cli:get("/bench/warm"))   -- connections up before measuring
+    local f = assert(io_open("/proc/self/clear_refs", "w"))
+    f:write("5")
+    f:close()
+    collectgarbage()
+    local rss0 = status_kib("VmRSS")
+    local t0 = now_us()
+    local res, err = cli:readdir(args.prefix)
+    local secs = (now_us() - t0) / 1e6
+    assert(res and res.status == 200, err)
+    local kvs = res.body.kvs or {}
+    local bytes = 0
+    for i = 1, #kvs do
+        bytes = bytes + #kvs[i].value
+    end
+    local growth = status_kib("VmHWM") - rss0
+    local keys = #kvs
+    res, kvs = nil, nil
+    collectgarbage()
+    return { keys = keys, bytes = bytes, secs = secs, rss_growth_kib = growth }
+end
+
+
+function _M.handle()
+    local args = ngx.req.get_uri_args()
+    local fn = _M[args.w]
+    if not fn or args.w == "handle" then
+        ngx.status = 400
+        ngx.say("unknown workload: ", tostring(args.w))
+        return
+    end
+    local ok, out = pcall(fn, args)
+    if not ok then
+        ngx.status = 500
+        ngx.say(cjson.encode({ error = tostring(out) }))
+        return
+    end
+    ngx.say(cjson.encode(out))
+end
+
+
+return _M

