@@ -1,0 +1,75 @@
+//! The channels, made exactly as etcd_grpc makes them, and the small
+//! pieces every command builds requests from.
+
+use etcd_grpc_core::connection::{Config, Connection, UNLIMITED};
+use etcd_grpc_core::pb::etcdserverpb::kv_client::KvClient;
+use etcd_grpc_core::pb::etcdserverpb::PutRequest as PbPutRequest;
+use tonic::transport::Channel;
+
+use crate::Result;
+
+/// etcd_grpc's CRUD connection, for unary calls. It dials lazily, on its
+/// first call.
+pub struct Channels {
+    /// Shared by every concurrent unary call.
+    pub crud: Channel,
+}
+
+impl Channels {
+    /// Dials `endpoint` with etcd_grpc's own channel settings (TCP_NODELAY,
+    /// HTTP/2 keepalive, 16 MiB/8 MiB windows) by asking its `Connection`
+    /// for its channels. Must run inside the runtime.
+    pub fn open(endpoint: &str) -> Result<Channels> {
+        let conn = Connection::new(Config::new(vec![endpoint.to_string()]))?;
+        Ok(Channels {
+            crud: conn.crud()?.channel,
+        })
+    }
+
+    /// A KV client on the CRUD channel, with no response size limit (as
+    /// etcd_grpc's default).
+    pub fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.crud.clone()).max_decoding_message_size(UNLIMITED)
+    }
+}
+
+/// The end of the range of every key starting with `prefix`, as etcd
+/// computes it: the last byte below 0xff incremented, what follows dropped.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff (or the prefix is empty): to the end of keyspace.
+    vec![0]
+}
+
+/// A value of `size` bytes.
+pub fn filler(size: usize) -> Vec<u8> {
+    vec![b'x'; size]
+}
+
+/// A Put of `value` to `key`.
+pub fn put_request(key: impl Into<Vec<u8>>, value: Vec<u8>) -> PbPutRequest {
+    PbPutRequest {
+        key: key.into(),
+        value,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_etcds() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
+    }
+}
