@@ -1,18 +1,23 @@
-//! The channels, made exactly as etcd_grpc makes them, and the small
+//! The two channels, made exactly as etcd_grpc makes them, and the small
 //! pieces every command builds requests from.
 
 use etcd_grpc_core::connection::{Config, Connection, UNLIMITED};
 use etcd_grpc_core::pb::etcdserverpb::kv_client::KvClient;
+use etcd_grpc_core::pb::etcdserverpb::watch_client::WatchClient;
 use etcd_grpc_core::pb::etcdserverpb::PutRequest as PbPutRequest;
 use tonic::transport::Channel;
 
 use crate::Result;
 
-/// etcd_grpc's CRUD connection, for unary calls. It dials lazily, on its
-/// first call.
+/// etcd_grpc's two connections: unary calls on `crud`, watch streams on
+/// `watch`. Both dial lazily, on their first call.
 pub struct Channels {
     /// Shared by every concurrent unary call.
     pub crud: Channel,
+    /// Carries the one Watch stream of a command.
+    pub watch: Channel,
+    /// The `http://host:port` both dial.
+    pub endpoint: String,
 }
 
 impl Channels {
@@ -23,6 +28,8 @@ impl Channels {
         let conn = Connection::new(Config::new(vec![endpoint.to_string()]))?;
         Ok(Channels {
             crud: conn.crud()?.channel,
+            watch: conn.sync()?.channel,
+            endpoint: endpoint.to_string(),
         })
     }
 
@@ -31,6 +38,20 @@ impl Channels {
     pub fn kv(&self) -> KvClient<Channel> {
         KvClient::new(self.crud.clone()).max_decoding_message_size(UNLIMITED)
     }
+
+    /// A Watch client on the watch channel, with no response size limit.
+    pub fn watcher(&self) -> WatchClient<Channel> {
+        WatchClient::new(self.watch.clone()).max_decoding_message_size(UNLIMITED)
+    }
+}
+
+/// The TCP port of an `http://host:port` endpoint.
+pub fn port_of(endpoint: &str) -> Result<u16> {
+    let uri: tonic::codegen::http::Uri = endpoint
+        .parse()
+        .map_err(|e| format!("invalid endpoint {endpoint}: {e}"))?;
+    uri.port_u16()
+        .ok_or_else(|| format!("endpoint {endpoint} names no port").into())
 }
 
 /// The end of the range of every key starting with `prefix`, as etcd
@@ -71,5 +92,11 @@ mod tests {
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(prefix_end(b"\xff\xff"), b"\0");
         assert_eq!(prefix_end(b""), b"\0");
+    }
+
+    #[test]
+    fn port_from_endpoint() {
+        assert_eq!(port_of("http://127.0.0.1:23790").unwrap(), 23790);
+        assert!(port_of("http://127.0.0.1").is_err());
     }
 }

@@ -8,6 +8,7 @@
 //! - [`conn`]: the two channels, made by etcd_grpc's own `Connection`.
 //! - [`load`]: the closed loop of C tasks over N ops.
 //! - [`crud`]: `kv`, `stamp`, `blast`, `fill`, `readdir`.
+//! - [`watch`]: `watch-latency`, `watch-rate`, `watchers`.
 //! - [`report`], [`sys`]: the JSON line; clocks, memory, sockets.
 //!
 //! Every command prints one JSON object on one line on stdout and nothing
@@ -19,6 +20,7 @@ mod crud;
 mod load;
 mod report;
 mod sys;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -34,8 +36,11 @@ usage: bench-limit COMMAND --endpoint http://HOST:PORT [--threads 2] [flags]
   kv --op get|set --concurrency C --ops N [--key /bench/kv] [--value-size 256] [--warmup W]
   stamp --key K --count N --interval-ms M [--value-size 256]
   blast --prefix P --count N --concurrency C [--value-size 256]
+  watch-latency --key K --count N --interval-ms M [--value-size 256]
+  watch-rate --prefix P --count N --concurrency C [--value-size 256]
   fill --prefix P --count N [--value-size 1024] [--concurrency 16]
-  readdir --prefix P";
+  readdir --prefix P
+  watchers --prefix P --count N [--idle-secs 10]";
 
 /// One command: its flags, then its run on the two channels.
 trait Bench: Sized {
@@ -67,6 +72,9 @@ fn dispatch(mut words: impl Iterator<Item = String>) -> Result<Json> {
         "blast" => go(crud::Blast::parse(&mut a)?, a),
         "fill" => go(crud::Fill::parse(&mut a)?, a),
         "readdir" => go(crud::Readdir::parse(&mut a)?, a),
+        "watch-latency" => go(watch::WatchLatency::parse(&mut a)?, a),
+        "watch-rate" => go(watch::WatchRate::parse(&mut a)?, a),
+        "watchers" => go(watch::Watchers::parse(&mut a)?, a),
         other => Err(format!("unknown command {other}\n{USAGE}").into()),
     }
 }

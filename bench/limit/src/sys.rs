@@ -1,5 +1,6 @@
 //! What the process asks Linux: CPU time, wall-clock time, memory, sockets.
 
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::Result;
@@ -44,6 +45,22 @@ pub fn vm_kib(field: &str) -> Result<u64> {
 pub fn reset_peak_rss() -> Result<()> {
     std::fs::write("/proc/self/clear_refs", "5")
         .map_err(|e| format!("cannot reset the peak RSS via /proc/self/clear_refs: {e}").into())
+}
+
+/// ESTABLISHED TCP connections of this process to `port`, counted in the
+/// output of `ss`.
+pub fn connections_to(port: u16) -> Result<u64> {
+    let filter = format!("( dport = :{port} )");
+    let out = Command::new("ss")
+        .args(["-tnpH", "state", "established", &filter])
+        .output()
+        .map_err(|e| format!("cannot run ss: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ss failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let mine = format!("pid={},", std::process::id());
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().filter(|l| l.contains(&mine)).count() as u64)
 }
 
 #[cfg(test)]
