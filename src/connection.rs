@@ -192,14 +192,19 @@ impl Connection {
         // every operation's future (moved on each hand-off) that big too.
         match Box::pin(call(route.channel.clone(), meta.request(msg))).await {
             Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => {
-                let err = Error::from_status(&route.endpoint, status);
-                if matches!(err, Error::Transport { .. }) {
-                    self.report_failure(&route);
-                }
-                Err(err)
-            }
+            Err(status) => Err(self.failed(&route, status)),
         }
+    }
+
+    /// The error for a call or stream on `route` that ended with `status`;
+    /// a transport failure (not an answer from etcd) moves later calls to
+    /// the next endpoint.
+    pub fn failed(&self, route: &Route, status: tonic::Status) -> Error {
+        let err = Error::from_status(&route.endpoint, status);
+        if matches!(err, Error::Transport { .. }) {
+            self.report_failure(route);
+        }
+        err
     }
 }
 

@@ -107,6 +107,15 @@ fn transport_reason(status: &tonic::Status) -> Option<String> {
         if err.is::<tonic::transport::Error>() {
             from_transport = true;
         }
+        // The HTTP/2 connection failed under the call (a keepalive ping
+        // unanswered, a reset, a GOAWAY): tonic wraps hyper's error in a
+        // bare Status, and h2's error below it has no source to inspect.
+        if let Some(http) = err.downcast_ref::<hyper::Error>() {
+            from_transport = true;
+            if http.is_timeout() {
+                io_kind = Some(std::io::ErrorKind::TimedOut);
+            }
+        }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             io_kind = Some(io.kind());
         }

@@ -7,7 +7,9 @@
 //! bounded buffer; a reader takes from it with a cancel-safe receive, so a
 //! read that times out leaves nothing half-consumed. When the stream
 //! breaks, the hub reopens it with backoff and re-creates every live watcher
-//! from the revision after the last one it delivered.
+//! from the revision after the last one it delivered; after a transport
+//! failure (HTTP/2 pings unanswered, a stream that never opens) it reopens
+//! on the next endpoint.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Route};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 use crate::pb::etcdserverpb::watch_client::WatchClient;
@@ -30,6 +32,13 @@ use crate::shape::{self, Value};
 /// Messages a watcher's buffer holds by default before it is cancelled as
 /// too slow (rather than growing memory without bound).
 pub const DEFAULT_BUFFER: usize = 1024;
+
+/// How long opening a Watch stream may take before its endpoint counts as
+/// failed. etcd answers a create at once; HTTP/2 pings alone would take
+/// 15 s (interval plus timeout) to give up on a frozen member, and never
+/// on one that answers pings but not the stream. (1 s in unit tests, which
+/// wait for it.)
+const OPEN_TIMEOUT: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 10 });
 
 /// What a watcher asked for.
 #[derive(Clone, Debug)]
@@ -179,7 +188,6 @@ async fn run(
                 None => return,
             }
         }
-        let Some(c) = conn.upgrade() else { return };
         // A fresh stream: every live watcher is created again, in order.
         // The first create is queued before the call: etcd answers the
         // stream's headers only together with its first message.
@@ -192,18 +200,10 @@ async fn run(
             w.fragments.clear();
         }
         send_next_create(&st, &req_tx);
-        let opening = open(c, &meta, req_rx);
-        tokio::pin!(opening);
-        let opened = loop {
-            tokio::select! {
-                res = &mut opening => break res,
-                cmd = cmds.recv() => match cmd {
-                    Some(cmd) => online(&mut st, cmd, &req_tx),
-                    None => return,
-                },
-            }
+        let Some(opened) = open(&conn, &meta, req_rx, &mut st, &mut cmds, &req_tx).await else {
+            return;
         };
-        let mut stream = match opened {
+        let (mut stream, route) = match opened {
             Ok(s) => s,
             Err(_) => {
                 if !wait_retry(&mut st, &mut cmds, backoff).await {
@@ -225,7 +225,16 @@ async fn run(
                         on_response(&mut st, resp, &req_tx);
                         st.count();
                     }
-                    _ => break,
+                    Ok(None) => break,
+                    Err(status) => {
+                        // A dead connection (e.g. a keepalive ping went
+                        // unanswered) sends the new stream to the next
+                        // endpoint; etcd's own refusals do not.
+                        if let Some(c) = conn.upgrade() {
+                            c.failed(&route, status);
+                        }
+                        break;
+                    }
                 },
             }
         }
@@ -254,25 +263,49 @@ async fn wait_retry(
 
 type Requests = mpsc::UnboundedSender<PbWatchRequest>;
 
+/// Opens a Watch stream on the connection's sync channel, serving adds and
+/// removes meanwhile; `None` when the hub or its connection is gone. The
+/// stream opens with etcd's answer to the first create, so an etcd that
+/// accepts the connection but never answers (a frozen process) is only
+/// caught by a deadline: like a transport failure, it moves the next
+/// attempt to the next endpoint.
 async fn open(
-    conn: Arc<Connection>,
+    conn: &std::sync::Weak<Connection>,
     meta: &Metadata,
     requests: mpsc::UnboundedReceiver<PbWatchRequest>,
-) -> Result<tonic::Streaming<PbWatchResponse>> {
-    let route = conn.sync()?;
+    st: &mut State,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    req_tx: &Requests,
+) -> Option<Result<(tonic::Streaming<PbWatchResponse>, Route)>> {
+    let c = conn.upgrade()?;
+    let route = match c.sync() {
+        Ok(route) => route,
+        Err(e) => return Some(Err(e)),
+    };
     let outbound = futures::stream::unfold(requests, |mut rx| async move {
         rx.recv().await.map(|m| (m, rx))
     });
     let mut client =
-        WatchClient::new(route.channel.clone()).max_decoding_message_size(conn.max_recv());
-    match client.watch(meta.request(outbound)).await {
-        Ok(resp) => Ok(resp.into_inner()),
-        Err(status) => {
-            let err = Error::from_status(&route.endpoint, status);
-            if matches!(err, Error::Transport { .. }) {
-                conn.report_failure(&route);
+        WatchClient::new(route.channel.clone()).max_decoding_message_size(c.max_recv());
+    let call = client.watch(meta.request(outbound));
+    let deadline = tokio::time::sleep(OPEN_TIMEOUT);
+    tokio::pin!(call, deadline);
+    loop {
+        tokio::select! {
+            res = &mut call => {
+                return Some(match res {
+                    Ok(resp) => Ok((resp.into_inner(), route)),
+                    Err(status) => Err(c.failed(&route, status)),
+                });
             }
-            Err(err)
+            () = &mut deadline => {
+                c.report_failure(&route);
+                return Some(Err(Error::Timeout));
+            }
+            cmd = cmds.recv() => match cmd {
+                Some(cmd) => online(st, cmd, req_tx),
+                None => return None,
+            },
         }
     }
 }
@@ -467,3 +500,6 @@ fn deliver(w: &Live, resp: &PbWatchResponse) -> bool {
         Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
+
+#[cfg(test)]
+mod tests;

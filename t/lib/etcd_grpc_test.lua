@@ -39,6 +39,14 @@ function _M.leaderless(headers, strict_timeout, plain_timeout)
 end
 
 
+-- Member `i` of the cluster t/keepalive.t starts, from TEST_NGINX_MEMBER_<i>
+-- ("<url> <pid>"): { host = url, port = client port, pid = etcd's pid }.
+function _M.member(i)
+    local host, pid = os.getenv("TEST_NGINX_MEMBER_" .. i):match("^(%S+) (%d+)$")
+    return { host = host, port = tonumber(host:match(":(%d+)$")), pid = tonumber(pid) }
+end
+
+
 -- A compact, sorted rendering of a decoded table, skipping `skip` keys at
 -- the top level: {a=1,b={1,2}}.
 function _M.dump(v, skip)
@@ -63,19 +71,93 @@ function _M.dump(v, skip)
 end
 
 
--- Counts established TCP connections from process `pid` to local `port`,
--- as the kernel sees them (ss), not as the library reports them.
-function _M.established(pid, port)
+-- Local ports of the established TCP connections from process `pid` to
+-- local `port`, as the kernel sees them (ss), not as the library reports them.
+function _M.local_ports(pid, port)
     local f = io_popen("ss -tnpH state established '( dport = :" .. tostring(port) .. " )'")
     local out = f:read("*a")
     f:close()
-    local n = 0
+    local ports = {}
     for line in out:gmatch("[^\n]+") do
         if line:find("pid=" .. tostring(pid) .. ",", 1, true) then
-            n = n + 1
+            -- Recv-Q Send-Q Local:Port Peer:Port Process
+            ports[#ports + 1] = tonumber(line:match("^%S+%s+%S+%s+%S-:(%d+)%s"))
         end
     end
-    return n
+    return ports
+end
+
+
+-- Counts established TCP connections from process `pid` to local `port`.
+function _M.established(pid, port)
+    return #_M.local_ports(pid, port)
+end
+
+
+-- Waits up to `limit` seconds until process `pid` no longer has the
+-- established connection from local port `lport` to `port`. Returns the
+-- seconds waited, or nil if it is still there.
+function _M.wait_closed(pid, port, lport, limit)
+    ngx.update_time()
+    local t0 = ngx.now()
+    while true do
+        local open = false
+        for _, p in ipairs(_M.local_ports(pid, port)) do
+            if p == lport then open = true end
+        end
+        ngx.update_time()
+        local waited = ngx.now() - t0
+        if not open then
+            return waited
+        end
+        if waited > limit then
+            return nil
+        end
+        ngx.sleep(0.2)
+    end
+end
+
+
+-- Runs `fn` while process `pid` is frozen (SIGSTOP) and thaws it after,
+-- also when `fn` raises (then it says `failed: <error>`); a watchdog thaws
+-- it after `limit` seconds even if the test dies first (the etcd serves
+-- later blocks). Returns what pcall returns.
+function _M.frozen(pid, limit, fn)
+    -- the watchdog closes the fds it inherits from nginx first: a listening
+    -- socket held by it would keep the next test's nginx from binding
+    local f = io_popen("setsid perl -MPOSIX -e 'POSIX::close($_) for 3 .. 4095;"
+                       .. " sleep " .. tostring(limit) .. "; kill CONT => " .. tostring(pid)
+                       .. "' </dev/null >/dev/null 2>&1 & echo $!")
+    local watchdog = tonumber(f:read("*a"))
+    f:close()
+    os.execute("kill -STOP " .. tostring(pid))
+    local res = { pcall(fn) }
+    os.execute("kill -CONT " .. tostring(pid))
+    if watchdog then
+        os.execute("kill " .. tostring(watchdog) .. " 2>/dev/null")
+    end
+    if not res[1] then
+        ngx.say("failed: ", res[2])
+    end
+    return unpack(res)
+end
+
+
+-- Reads watch responses from `reader` until an event with value `last`,
+-- appending event values to `vals` and mod revisions to `revs`; a read
+-- error is appended to `vals` and ends it.
+function _M.read_until(reader, last, vals, revs)
+    while vals[#vals] ~= last do
+        local chunk, err = reader()
+        if not chunk then
+            vals[#vals + 1] = err
+            return
+        end
+        for _, ev in ipairs(chunk.result.events or {}) do
+            vals[#vals + 1] = ev.kv.value
+            revs[#revs + 1] = tonumber(ev.kv.mod_revision)
+        end
+    end
 end
 
 
