@@ -1,0 +1,250 @@
+//! The hub's bookkeeping: which watchers are live, what etcd calls each of
+//! them on the current stream, where each would resume, and what every
+//! response from etcd does to them. No I/O here: requests go out through
+//! the stream's request channel.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::{Cmd, Requests, Spec};
+use crate::pb::etcdserverpb::{
+    watch_request::RequestUnion, WatchCancelRequest as PbWatchCancelRequest,
+    WatchRequest as PbWatchRequest, WatchResponse as PbWatchResponse,
+};
+use crate::shape::{self, Value};
+
+/// One live watcher, as the hub tracks it.
+pub(super) struct Live {
+    spec: Spec,
+    tx: mpsc::Sender<Value>,
+    ended: Arc<Mutex<Option<String>>>,
+    /// etcd's id for it on the current stream, once created.
+    etcd_id: Option<i64>,
+    /// Where to resume: one past the last revision delivered.
+    next_rev: i64,
+    /// Whether the `created` answer was delivered (only the first is).
+    acked: bool,
+    /// Events of a fragmented response, until its last fragment.
+    fragments: Vec<crate::pb::mvccpb::Event>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) live: HashMap<u64, Live>,
+    pub(super) by_etcd: HashMap<i64, u64>,
+    /// Watchers whose create was queued, in order; the head's is in flight.
+    pub(super) pending: VecDeque<u64>,
+    pub(super) counter: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl State {
+    pub(super) fn count(&self) {
+        self.counter.store(self.live.len(), Ordering::Relaxed);
+    }
+
+    /// Prepares for a fresh stream: etcd's ids are gone, and every live
+    /// watcher is to be created again, in the order they were added.
+    pub(super) fn new_stream(&mut self) {
+        self.by_etcd.clear();
+        self.pending = self.live.keys().copied().collect();
+        self.pending.make_contiguous().sort_unstable();
+        for w in self.live.values_mut() {
+            w.etcd_id = None;
+            w.fragments.clear();
+        }
+    }
+}
+
+fn create_request(w: &Live) -> PbWatchRequest {
+    let mut create = w.spec.create.clone();
+    if w.next_rev > 0 {
+        create.start_revision = w.next_rev;
+    }
+    // etcd assigns ids; the caller's watch_id is only echoed back to it.
+    create.watch_id = 0;
+    PbWatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(create)),
+    }
+}
+
+pub(super) fn send_next_create(st: &State, req_tx: &Requests) {
+    if let Some(w) = st.pending.front().and_then(|id| st.live.get(id)) {
+        let _ = req_tx.send(create_request(w));
+    }
+}
+
+fn send_cancel(req_tx: &Requests, etcd_id: i64) {
+    let _ = req_tx.send(PbWatchRequest {
+        request_union: Some(RequestUnion::CancelRequest(PbWatchCancelRequest {
+            watch_id: etcd_id,
+        })),
+    });
+}
+
+fn add(
+    st: &mut State,
+    id: u64,
+    spec: Spec,
+    tx: mpsc::Sender<Value>,
+    ended: Arc<Mutex<Option<String>>>,
+) {
+    st.live.insert(
+        id,
+        Live {
+            spec,
+            tx,
+            ended,
+            etcd_id: None,
+            next_rev: 0,
+            acked: false,
+            fragments: Vec::new(),
+        },
+    );
+    st.pending.push_back(id);
+}
+
+pub(super) fn offline(st: &mut State, cmd: Cmd) {
+    match cmd {
+        Cmd::Add(id, spec, tx, ended) => add(st, id, spec, tx, ended),
+        Cmd::Remove(id) => {
+            st.live.remove(&id);
+            st.pending.retain(|p| *p != id);
+        }
+    }
+    st.count();
+}
+
+pub(super) fn online(st: &mut State, cmd: Cmd, req_tx: &Requests) {
+    match cmd {
+        Cmd::Add(id, spec, tx, ended) => {
+            add(st, id, spec, tx, ended);
+            if st.pending.len() == 1 {
+                send_next_create(st, req_tx);
+            }
+        }
+        Cmd::Remove(id) => remove(st, id, req_tx),
+    }
+    st.count();
+}
+
+/// Forgets a watcher and cancels it on etcd. One whose create is in flight
+/// stays queued (marked gone) so the answer still matches by order.
+fn remove(st: &mut State, id: u64, req_tx: &Requests) {
+    let Some(w) = st.live.remove(&id) else { return };
+    if let Some(etcd_id) = w.etcd_id {
+        st.by_etcd.remove(&etcd_id);
+        send_cancel(req_tx, etcd_id);
+    } else if st.pending.front() != Some(&id) {
+        st.pending.retain(|p| *p != id);
+    }
+}
+
+fn end(w: &Live, reason: &str) {
+    *w.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+}
+
+pub(super) fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
+    if resp.created {
+        return on_created(st, resp, req_tx);
+    }
+    let Some(&id) = st.by_etcd.get(&resp.watch_id) else {
+        return;
+    };
+    let Some(w) = st.live.get_mut(&id) else {
+        return;
+    };
+    if resp.fragment {
+        w.fragments.extend(resp.events);
+        return;
+    }
+    let mut resp = resp;
+    if !w.fragments.is_empty() {
+        let mut all = std::mem::take(&mut w.fragments);
+        all.extend(resp.events);
+        resp.events = all;
+    }
+    if let Some(last) = resp.events.last().and_then(|e| e.kv.as_ref()) {
+        w.next_rev = last.mod_revision + 1;
+    } else if !resp.canceled {
+        // A progress notification: everything up to here was seen.
+        let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+        w.next_rev = w.next_rev.max(rev + 1);
+    }
+    let canceled = resp.canceled;
+    let ok = deliver(w, &resp);
+    if canceled || !ok {
+        if !ok {
+            send_cancel(req_tx, resp.watch_id);
+        }
+        st.by_etcd.remove(&resp.watch_id);
+        st.live.remove(&id);
+    }
+}
+
+fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
+    let Some(id) = st.pending.pop_front() else {
+        return;
+    };
+    if let Some(w) = st.live.get_mut(&id) {
+        if w.next_rev == 0 {
+            // Resume point for a watch that has seen nothing yet.
+            let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+            w.next_rev = if w.spec.create.start_revision > 0 {
+                w.spec.create.start_revision
+            } else {
+                rev + 1
+            };
+        }
+        let first = !w.acked;
+        w.acked = true;
+        let mut resp = resp;
+        let current = resp.header.as_ref().map_or(0, |h| h.revision);
+        let went_back = !first && !resp.canceled && current + 1 < w.next_rev;
+        if went_back {
+            // The store is behind what this watcher already delivered: etcd
+            // was wiped or restored. Report it like a compaction, so the
+            // caller resyncs, and end the watcher.
+            resp.canceled = true;
+            resp.compact_revision = current.max(1);
+            resp.cancel_reason = format!(
+                "etcd revision went backwards: {current} after {} was delivered",
+                w.next_rev - 1
+            );
+        }
+        let ok = if first || resp.canceled {
+            deliver(w, &resp)
+        } else {
+            true
+        };
+        if resp.canceled || !ok {
+            if went_back || !resp.canceled {
+                send_cancel(req_tx, resp.watch_id);
+            }
+            st.live.remove(&id);
+        } else {
+            w.etcd_id = Some(resp.watch_id);
+            st.by_etcd.insert(resp.watch_id, id);
+        }
+    } else if !resp.canceled {
+        // Removed while its create was in flight.
+        send_cancel(req_tx, resp.watch_id);
+    }
+    send_next_create(st, req_tx);
+}
+
+/// Hands a response to the watcher's buffer; false if the buffer is full
+/// (the watcher is then ended as too slow) or the reader is gone.
+fn deliver(w: &Live, resp: &PbWatchResponse) -> bool {
+    let shaped = shape::watch_response(resp, w.spec.create.watch_id);
+    match w.tx.try_send(shaped) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            end(w, "watcher buffer full: reader too slow, watcher canceled");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
