@@ -6,6 +6,7 @@
 //! - [`error`]: the crate's one error type and its stable strings.
 //! - [`pb`]: code generated from `proto/` (etcd's wire types).
 //! - [`connection`]: endpoints to long-lived gRPC channels, failover.
+//! - [`metadata`]: a client's `extra_headers` as gRPC metadata.
 //! - [`kv`], [`watch`], [`maintenance`]: one etcd service each.
 //! - [`ops`]: the operations Lua can run, each from request to [`shape::Reply`].
 //! - [`shape`]: typed results to gateway-shaped values (no Lua, unit-tested).
