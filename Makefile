@@ -130,6 +130,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
 	$(CARGO) clippy --release -- -D warnings
+	$(CARGO) clippy --release -p etcd-grpc-bench-limit --all-targets -- -D warnings
 
 install: build
 	$(INSTALL) -d $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/serializers
