@@ -201,3 +201,39 @@ a get succeeded within 30 s: true
 failures before it: timeouts and at most one error from C: true
 gets after it: 10 of 10
 connections to C: 0, to B: 1
+
+
+
+=== TEST 4: etcd's ping policy is kept: over 46 s (four ping intervals) neither the idle CRUD connection (no pings without a stream) nor the sync connection with an open watch (pings 10 s apart) is sent away with GOAWAY too_many_pings
+--- config
+    location = /t {
+        content_by_lua_block {
+            local t = require "etcd_grpc_test"
+            local pid, port = ngx.worker.pid(), $TEST_NGINX_ETCD_PORT
+            local cli = t.client({ serializer = "raw" })
+            assert(cli:set("/ka4/k", "v0"))
+            local reader = assert(cli:watch("/ka4/k", { timeout = 60 }))
+            assert(reader().result.created)
+            local before = t.local_ports(pid, port)
+            table.sort(before)
+            ngx.say("connections: ", #before)
+            -- etcd (grpc-go) sends GOAWAY at its third unwelcome ping: on a
+            -- connection without streams every ping after the first is
+            -- one, on a stream's connection one sooner than 5 s after the
+            -- last. Pinging the idle connection every 10 s would be sent
+            -- away ~40 s in: 46 s leaves room for four intervals.
+            ngx.sleep(46)
+            local after = t.local_ports(pid, port)
+            table.sort(after)
+            ngx.say("same connections after 46 s: ", table.concat(before, ",") == table.concat(after, ","))
+            assert(cli:set("/ka4/k", "v1"))
+            ngx.say("watcher still gets events: ", reader().result.events[1].kv.value)
+            ngx.say("get on the CRUD connection: ", cli:get("/ka4/k").body.kvs[1].value)
+        }
+    }
+--- timeout: 80
+--- response_body
+connections: 2
+same connections after 46 s: true
+watcher still gets events: v1
+get on the CRUD connection: v1
