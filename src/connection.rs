@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -72,8 +72,10 @@ pub struct Connection {
     config: Config,
     /// The Watch streams' owners, one per metadata set (etcd applies a
     /// stream's metadata to every watcher on it), each started with its
-    /// first watcher. All of them share the sync channel.
-    hubs: Mutex<HashMap<Metadata, Arc<crate::watch::Hub>>>,
+    /// first watcher. All of them share the sync channel. Weak: a hub (its
+    /// task and stream) lives as long as its watchers, so metadata sets
+    /// that stop being used do not pile up streams.
+    hubs: Mutex<HashMap<Metadata, Weak<crate::watch::Hub>>>,
     crud: Mutex<Option<Dialed>>,
     sync: Mutex<Option<Dialed>>,
     /// Rotates over endpoints after failures; shared by both channels so
@@ -162,16 +164,29 @@ impl Connection {
     /// `meta`, started on first use. Must be called inside the runtime.
     pub fn watch_hub(self: &Arc<Self>, meta: &Metadata) -> Arc<crate::watch::Hub> {
         let mut guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .entry(meta.clone())
-            .or_insert_with(|| crate::watch::Hub::start(Arc::downgrade(self), meta.clone()))
-            .clone()
+        if let Some(hub) = guard.get(meta).and_then(Weak::upgrade) {
+            return hub;
+        }
+        guard.retain(|_, hub| hub.strong_count() > 0);
+        let hub = crate::watch::Hub::start(Arc::downgrade(self), meta.clone());
+        guard.insert(meta.clone(), Arc::downgrade(&hub));
+        hub
     }
 
     /// Live watchers on this connection's Watch streams.
     pub fn watchers(&self) -> usize {
         let guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        guard.values().map(|h| h.live()).sum()
+        guard
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|h| h.live())
+            .sum()
+    }
+
+    /// Watch streams (hubs) alive on this connection.
+    pub fn watch_streams(&self) -> usize {
+        let guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        guard.values().filter(|h| h.strong_count() > 0).count()
     }
 
     /// Largest response accepted, in bytes.

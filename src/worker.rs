@@ -177,9 +177,13 @@ impl Worker {
     pub fn stats(&self) -> Stats {
         // One lock for both figures (a guard in a struct literal would live
         // to the end of the statement and deadlock a second lock).
-        let (connections, watchers) = {
+        let (connections, watchers, watch_streams) = {
             let map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-            (map.len(), map.values().map(|c| c.watchers()).sum())
+            (
+                map.len(),
+                map.values().map(|c| c.watchers()).sum(),
+                map.values().map(|c| c.watch_streams()).sum(),
+            )
         };
         Stats {
             pid: self.pid,
@@ -188,6 +192,7 @@ impl Worker {
             calls: self.calls.load(Ordering::Relaxed),
             connections,
             watchers,
+            watch_streams,
             exiting: self.bridge.is_exiting(),
         }
     }
@@ -208,6 +213,8 @@ pub struct Stats {
     pub connections: usize,
     /// Live watchers over all of them.
     pub watchers: usize,
+    /// Watch streams open for them (one per connection and metadata set).
+    pub watch_streams: usize,
     /// Whether the worker is exiting.
     pub exiting: bool,
 }

@@ -135,3 +135,42 @@ opts.extra_headers: value of Grpc-Metadata-k must be string
 opts.extra_headers: invalid metadata name in header Grpc-Metadata-blob-bin
 ok
 set and get through a tagged client: v
+
+
+
+=== TEST 5: a Watch stream lives as long as its watchers: clients with ever new metadata do not pile up streams
+--- config
+    location = /t {
+        content_by_lua_block {
+            local t = require "etcd_grpc_test"
+            local etcd = require "etcd_grpc"
+            local plain = t.client({ serializer = "raw" })
+            local keep = assert(plain:watch("/md5/keep", { timeout = 5 }))
+            assert(keep().result.created)
+            local readers = {}
+            for i = 1, 20 do
+                local cli = t.client({ serializer = "raw",
+                                       extra_headers = { ["Grpc-Metadata-x-trace"] = "t" .. i } })
+                local r = assert(cli:watch("/md5/" .. i, { timeout = 5 }))
+                assert(r().result.created)
+                readers[i] = r
+            end
+            local s = etcd.stats()
+            ngx.say("with 21 watchers: ", s.watchers, " watchers on ", s.watch_streams, " streams")
+            readers = nil
+            collectgarbage()
+            collectgarbage()
+            ngx.sleep(0.2)
+            s = etcd.stats()
+            ngx.say("after the tagged readers are gone: ", s.watchers, " watcher on ",
+                    s.watch_streams, " stream")
+            assert(plain:set("/md5/keep", "still"))
+            ngx.say("the plain watcher still works: ", keep().result.events[1].kv.value)
+            ngx.say("connections: ", t.established(ngx.worker.pid(), $TEST_NGINX_ETCD_PORT))
+        }
+    }
+--- response_body
+with 21 watchers: 21 watchers on 21 streams
+after the tagged readers are gone: 1 watcher on 1 stream
+the plain watcher still works: still
+connections: 2

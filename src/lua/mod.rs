@@ -237,6 +237,7 @@ fn stats(lua: &Lua, _: ()) -> LuaResult<Option<Table>> {
     t.raw_set("calls", s.calls)?;
     t.raw_set("connections", s.connections)?;
     t.raw_set("watchers", s.watchers)?;
+    t.raw_set("watch_streams", s.watch_streams)?;
     t.raw_set("exiting", s.exiting)?;
     Ok(Some(t))
 }
