@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -219,7 +220,7 @@ def with_etcd_cpu(etcd, n, fn):
 
 def in_background(fn):
     box = {}
-    t = threading.Thread(target=lambda: box.setdefault("out", fn()))
+    t = threading.Thread(target=lambda: box.setdefault("out", fn()), daemon=True)
     t.start()
     return lambda: (t.join(), box.get("out"))[1]
 
@@ -334,6 +335,10 @@ def main():
     p.add_argument("--limit", default=os.path.join(ROOT, "target/release/bench-limit"))
     p.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.json"))
     args = p.parse_args()
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so the finally blocks stop etcd
+    # and nginx and remove their directories.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
 
     started = time.time()
     etcd = Etcd(args.etcd)
