@@ -160,9 +160,10 @@ kept reader works: true
             local etcd = require "etcd_grpc"
             local cli = require("etcd_grpc_test").client({ serializer = "raw" })
             local reader = assert(cli:watch("/wa7/k", { buffer = 2, timeout = 2 }))
+            -- created first: the writes must come after the watch exists
+            ngx.say("created: ", reader().result.created)
             for i = 1, 10 do assert(cli:set("/wa7/k", tostring(i))) end
             ngx.sleep(0.2)
-            ngx.say("created: ", reader().result.created)
             -- what fitted in the buffer comes first, then the error
             local events, err = 0
             while true do
