@@ -18,8 +18,11 @@ local str_byte = string.byte
 local str_char = string.char
 local str_sub = string.sub
 local setmetatable = setmetatable
+local getmetatable = getmetatable
 local math_max = math.max
+local math_huge = math.huge
 local tonumber = tonumber
+local debug_getinfo = debug.getinfo
 
 local bridge_call = bridge.call
 
@@ -29,6 +32,55 @@ local mt = { __index = _M }
 
 -- A per-call timeout of 0 means nginx's socket default, as in lua-resty-etcd.
 local DEFAULT_SOCKET_TIMEOUT = 60
+
+local THIS_FILE = debug_getinfo(1, "S").source
+
+
+-- Misuse (a wrong argument) is raised, pointing at the caller's line: the
+-- first stack level outside this file, however deep inside it the check
+-- ran and whatever tail calls elided frames on the way.
+local function raise(msg)
+    local level = 2
+    while true do
+        local info = debug_getinfo(level, "S")
+        if not info or info.source ~= THIS_FILE then
+            break
+        end
+        level = level + 1
+    end
+    error(msg, level)
+end
+
+
+local function check_self(self)
+    if getmetatable(self) ~= mt then
+        raise("etcd_grpc: call client methods as cli:method(...), not cli.method(...)")
+    end
+end
+
+
+local function check_opts(opts)
+    if opts == nil then
+        return
+    end
+    if type(opts) ~= "table" then
+        raise("opts must be a table")
+    end
+    local t = opts.timeout
+    if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0 or t == math_huge) then
+        raise("opts.timeout must be a non-negative number")
+    end
+end
+
+
+-- Keys a method turns into strings itself: a string or a number, and nil
+-- where lua-resty-etcd takes it as "" (delete, rmdir, watchdir).
+local function check_key(key, nil_ok)
+    local t = type(key)
+    if t ~= "string" and t ~= "number" and not (nil_ok and key == nil) then
+        raise("key must be a string")
+    end
+end
 
 
 -- The endpoint list the native client dials, from `cli.endpoints` as it is
@@ -103,7 +155,11 @@ local function call(self, op, args, timeout)
     if not native then
         return nil, err
     end
-    return bridge_call(native, op, args, timeout)
+    local res, cerr, misuse = bridge_call(native, op, args, timeout)
+    if misuse then
+        raise(cerr)
+    end
+    return res, cerr
 end
 
 
@@ -141,6 +197,8 @@ end
 
 
 function _M.get(self, key, opts)
+    check_self(self)
+    check_opts(opts)
     if type(key) ~= "string" then
         return nil, "key must be string"
     end
@@ -160,6 +218,8 @@ end
 
 
 function _M.set(self, key, val, opts)
+    check_self(self)
+    check_opts(opts)
     if type(key) ~= "string" and type(key) ~= "number" then
         return nil, "key must be string"
     end
@@ -199,6 +259,8 @@ _M.prefix_range_end = prefix_range_end
 
 
 function _M.readdir(self, dir, opts)
+    check_self(self)
+    check_opts(opts)
     if type(dir) ~= "string" and type(dir) ~= "number" then
         return nil, "key must be string"
     end
@@ -233,6 +295,9 @@ end
 
 
 function _M.delete(self, key, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(key, true)
     -- no empty-key check, like lua-resty-etcd: etcd answers 400
     -- "key is not provided" inside res.body
     return delete(self, self.key_prefix .. tostring(key or ""), nil, opts)
@@ -240,6 +305,9 @@ end
 
 
 function _M.rmdir(self, dir, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(dir, true)
     local real_key = self.key_prefix .. tostring(dir or "")
     return delete(self, real_key, prefix_range_end(real_key), opts)
 end
@@ -308,10 +376,28 @@ local function rewrite_success(self, success)
 end
 
 
-function _M.txn(self, compare, success, failure, opts)
-    if type(compare) ~= "table" then
-        error("compare must be a table", 2)
+-- Every op list must be an array of tables; `name` names it in the error.
+local function check_ops(list, name, optional)
+    if list == nil and optional then
+        return
     end
+    if type(list) ~= "table" then
+        raise(name .. " must be a table")
+    end
+    for i, op in ipairs(list) do
+        if type(op) ~= "table" then
+            raise(name .. "[" .. i .. "] must be a table")
+        end
+    end
+end
+
+
+function _M.txn(self, compare, success, failure, opts)
+    check_self(self)
+    check_ops(compare, "compare")
+    check_ops(success, "success", true)
+    check_ops(failure, "failure", true)
+    check_opts(opts)
     if #compare < 1 then
         return nil, "compare couldn't be empty"
     end
@@ -356,11 +442,17 @@ end
 
 
 function _M.setnx(self, key, val, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(key)
     return guarded_put(self, key, val, opts, true)
 end
 
 
 function _M.setx(self, key, val, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(key)
     return guarded_put(self, key, val, opts, false)
 end
 
@@ -373,8 +465,8 @@ local function watch(self, key, range_end, opts)
         return nil, err
     end
     opts = opts or {}
-    local w
-    w, err = native:watcher({
+    local w, misuse
+    w, err, misuse = native:watcher({
         key = key,
         range_end = range_end,
         start_revision = opts.start_revision,
@@ -386,6 +478,9 @@ local function watch(self, key, range_end, opts)
         buffer = opts.buffer,
     })
     if not w then
+        if misuse then
+            raise(err)
+        end
         return nil, err
     end
 
@@ -423,17 +518,24 @@ end
 
 
 function _M.watch(self, key, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(key)
     return watch(self, self.key_prefix .. tostring(key), nil, opts)
 end
 
 
 function _M.watchdir(self, dir, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(dir, true)
     local real_key = self.key_prefix .. tostring(dir or "")
     return watch(self, real_key, prefix_range_end(real_key), opts)
 end
 
 
 function _M.watchcancel(self, handle)
+    check_self(self)
     if type(handle) ~= "userdata" then
         return nil, "not initialized"
     end
@@ -442,6 +544,8 @@ end
 
 
 function _M.version(self, opts)
+    check_self(self)
+    check_opts(opts)
     return call(self, "version", nil, call_timeout(self, opts))
 end
 

@@ -38,6 +38,11 @@ pub enum Error {
     Ended(String),
     /// A panic inside the library; the worker survives, the call fails.
     Panic(String),
+    /// The library itself failed (a runtime, socket or Lua value could not
+    /// be made); never the caller's fault, never etcd's answer.
+    Internal(String),
+    /// The worker already has this many calls in flight.
+    TooBusy(usize),
 }
 
 impl Error {
@@ -143,7 +148,8 @@ impl fmt::Display for Error {
             }
             Error::Transport { endpoint, reason } => write!(f, "{endpoint}: {reason}"),
             Error::InvalidArgument(msg) | Error::Ended(msg) => f.write_str(msg),
-            Error::Panic(msg) => write!(f, "internal error: {msg}"),
+            Error::Panic(msg) | Error::Internal(msg) => write!(f, "internal error: {msg}"),
+            Error::TooBusy(n) => write!(f, "too many calls in flight (limit {n})"),
         }
     }
 }
@@ -170,6 +176,14 @@ mod tests {
             reason: "connection refused".into(),
         };
         assert_eq!(e.to_string(), "http://127.0.0.1:2379: connection refused");
+        assert_eq!(
+            Error::Internal("failed to create doorbell: x".into()).to_string(),
+            "internal error: failed to create doorbell: x"
+        );
+        assert_eq!(
+            Error::TooBusy(7).to_string(),
+            "too many calls in flight (limit 7)"
+        );
     }
 
     #[test]

@@ -32,6 +32,11 @@ use state::{offline, on_response, online, send_next_create, State};
 /// too slow (rather than growing memory without bound).
 pub const DEFAULT_BUFFER: usize = 1024;
 
+/// The largest buffer a caller may ask for: a million responses is more
+/// than any reader needs to ride out a pause, and keeps one watcher from
+/// claiming unbounded memory.
+pub const MAX_BUFFER: usize = 1_000_000;
+
 /// How long opening a Watch stream may take before its endpoint counts as
 /// failed. etcd answers a create at once; HTTP/2 pings alone would take
 /// 15 s (interval plus timeout) to give up on a frozen member, and never

@@ -159,7 +159,7 @@ pub fn watch(a: &Table) -> Result<crate::watch::Spec> {
             })?);
         }
     }
-    let buffer = int(a, "buffer")?;
+    let buffer = watch_buffer(a)?;
     Ok(crate::watch::Spec {
         create: PbWatchCreateRequest {
             key: bytes(a, "key")?,
@@ -171,12 +171,24 @@ pub fn watch(a: &Table) -> Result<crate::watch::Spec> {
             watch_id: int(a, "watch_id")?,
             fragment: flag(a, "fragment")?,
         },
-        buffer: if buffer > 0 {
-            buffer as usize
-        } else {
-            crate::watch::DEFAULT_BUFFER
-        },
+        buffer,
     })
+}
+
+/// `buffer`: absent means the default; else an integer in
+/// `1..=MAX_BUFFER` (a bound on what one slow reader may hold).
+fn watch_buffer(a: &Table) -> Result<usize> {
+    use crate::watch::{DEFAULT_BUFFER, MAX_BUFFER};
+    let v: LuaValue = a.raw_get("buffer").map_err(|e| bad(e.to_string()))?;
+    if v.is_nil() {
+        return Ok(DEFAULT_BUFFER);
+    }
+    let refused = || bad(format!("buffer must be an integer in 1..{MAX_BUFFER}"));
+    let n = int_value(&v, "buffer").map_err(|_| refused())?;
+    match usize::try_from(n) {
+        Ok(n) if (1..=MAX_BUFFER).contains(&n) => Ok(n),
+        _ => Err(refused()),
+    }
 }
 
 /// The connection config from the façade's `{endpoints = {...}, first = n,

@@ -17,12 +17,21 @@ use crate::metadata::Metadata;
 use crate::ops::{self, Op};
 use crate::worker;
 
-/// `value` or `nil, err`.
+/// `value`, or `nil, err`, or `nil, err, true` when the caller misused the
+/// API (a wrong argument): the façade raises those with `error(err, 2)`
+/// at the caller's line, and returns every other failure.
 fn ret<T: mlua::IntoLua>(lua: &Lua, r: Result<T>) -> LuaResult<MultiValue> {
     match r {
         Ok(v) => v.into_lua_multi(lua),
+        Err(e @ Error::InvalidArgument(_)) => (mlua::Nil, e.to_string(), true).into_lua_multi(lua),
         Err(e) => (mlua::Nil, e.to_string()).into_lua_multi(lua),
     }
+}
+
+/// A reply as a Lua table; the only way this fails is Lua running out of
+/// memory, which is the library's failure, not the caller's.
+fn reply_table(lua: &Lua, reply: &crate::shape::Reply) -> Result<Table> {
+    convert::reply(lua, reply).map_err(|_| Error::Internal("failed to build the reply".into()))
 }
 
 /// A client's connection settings, plus the worker connection it resolved
@@ -53,7 +62,7 @@ impl Client {
         let timeout = args::timeout(timeout)?;
         let w = worker::current()?;
         let job = ops::execute(self.connection(w)?, self.meta.clone(), op);
-        Ok(w.submit(timeout, job))
+        w.submit(timeout, job)
     }
 
     /// Runs an operation, blocking until it ends (non-yieldable phases).
@@ -63,7 +72,7 @@ impl Client {
         let w = worker::current()?;
         let job = ops::execute(self.connection(w)?, self.meta.clone(), op);
         let reply = w.call_blocking(timeout, job)?;
-        convert::reply(lua, &reply).map_err(|e| Error::InvalidArgument(e.to_string()))
+        reply_table(lua, &reply)
     }
 
     /// Runs an operation on a throwaway runtime (nginx's `init` phase).
@@ -71,7 +80,7 @@ impl Client {
         let op = args::op(op, a.as_ref())?;
         let timeout = args::timeout(timeout)?;
         let reply = worker::call_once(self.config.clone(), self.meta.clone(), op, timeout)?;
-        convert::reply(lua, &reply).map_err(|e| Error::InvalidArgument(e.to_string()))
+        reply_table(lua, &reply)
     }
 }
 
@@ -95,9 +104,7 @@ impl WatcherHandle {
                 Metadata::default(),
                 Op::WatchRead(self.watcher.clone()),
             )),
-            _ => Err(Error::InvalidArgument(format!(
-                "unknown watcher operation: {op}"
-            ))),
+            _ => Err(Error::Internal(format!("unknown watcher operation: {op}"))),
         }
     }
 }
@@ -109,7 +116,7 @@ impl UserData for WatcherHandle {
             |lua, this, (op, _a, timeout): (String, Option<Table>, f64)| {
                 let id = this.job(&op).and_then(|job| {
                     let timeout = args::timeout(timeout)?;
-                    Ok(worker::current()?.submit(timeout, job))
+                    worker::current()?.submit(timeout, job)
                 });
                 ret(lua, id)
             },
@@ -121,12 +128,7 @@ impl UserData for WatcherHandle {
                     let timeout = args::timeout(timeout)?;
                     worker::current()?.call_blocking(timeout, job)
                 });
-                ret(
-                    lua,
-                    reply.and_then(|r| {
-                        convert::reply(lua, &r).map_err(|e| Error::InvalidArgument(e.to_string()))
-                    }),
-                )
+                ret(lua, reply.and_then(|r| reply_table(lua, &r)))
             },
         );
         methods.add_method("call_once", |lua, _this, _: mlua::MultiValue| {
@@ -176,7 +178,7 @@ impl UserData for Client {
             });
             match made {
                 Ok(h) => lua.create_userdata(h)?.into_lua_multi(lua),
-                Err(e) => (mlua::Nil, e.to_string()).into_lua_multi(lua),
+                Err(e) => ret::<bool>(lua, Err(e)),
             }
         });
         methods.add_method(
@@ -268,6 +270,27 @@ pub fn exports(lua: &Lua) -> LuaResult<Table> {
             Ok(())
         })?,
     )?;
+    t.set(
+        "in_flight",
+        lua.create_function(|_, ()| Ok(worker::existing().map_or(0, |w| w.in_flight())))?,
+    )?;
+    #[cfg(feature = "test-hooks")]
+    {
+        t.set(
+            "test_set_idle_keep",
+            lua.create_function(|_, ms: u64| {
+                worker::set_idle_keep(ms);
+                Ok(())
+            })?,
+        )?;
+        t.set(
+            "test_refuse_doorbells",
+            lua.create_function(|_, n: u64| {
+                worker::refuse_doorbells(n);
+                Ok(())
+            })?,
+        )?;
+    }
     t.set("test_hooks", cfg!(feature = "test-hooks"))?;
     t.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(t)

@@ -90,21 +90,35 @@ fn list(t: &Table, snake: &str, camel: &str) -> Result<Vec<Table>> {
     }
 }
 
+/// How deeply `request_txn`s may nest. etcd itself has no such limit, but
+/// a table that contains itself must end in an error, not in a stack
+/// overflow; real transactions nest once or twice.
+pub const MAX_DEPTH: usize = 16;
+
 /// A whole transaction.
 pub fn txn(t: &Table) -> Result<pb::TxnRequest> {
+    txn_at(t, 1)
+}
+
+fn txn_at(t: &Table, depth: usize) -> Result<pb::TxnRequest> {
+    if depth > MAX_DEPTH {
+        return Err(args::bad(format!(
+            "request_txn nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    let ops = |name| -> Result<Vec<pb::RequestOp>> {
+        list(t, name, name)?
+            .iter()
+            .map(|op| request_op(op, depth))
+            .collect()
+    };
     Ok(pb::TxnRequest {
         compare: list(t, "compare", "compare")?
             .iter()
             .map(compare)
             .collect::<Result<_>>()?,
-        success: list(t, "success", "success")?
-            .iter()
-            .map(request_op)
-            .collect::<Result<_>>()?,
-        failure: list(t, "failure", "failure")?
-            .iter()
-            .map(request_op)
-            .collect::<Result<_>>()?,
+        success: ops("success")?,
+        failure: ops("failure")?,
     })
 }
 
@@ -135,7 +149,7 @@ fn compare(c: &Table) -> Result<pb::Compare> {
     })
 }
 
-fn request_op(op: &Table) -> Result<pb::RequestOp> {
+fn request_op(op: &Table, depth: usize) -> Result<pb::RequestOp> {
     let raw = is_raw(op);
     let sub = |snake: &str, camel: &str| -> Result<Option<Table>> {
         match field(op, snake, camel)? {
@@ -162,7 +176,7 @@ fn request_op(op: &Table) -> Result<pb::RequestOp> {
             prev_kv: flag(&d, "prev_kv", "prevKv")?,
         }))
     } else if let Some(t) = sub("request_txn", "requestTxn")? {
-        Some(Request::RequestTxn(txn(&t)?))
+        Some(Request::RequestTxn(txn_at(&t, depth + 1)?))
     } else {
         None
     };
