@@ -457,6 +457,11 @@ function _M.setx(self, key, val, opts)
 end
 
 
+-- The handles watch() gave out (weak: a handle still goes with its reader),
+-- so that watchcancel() refuses anything else.
+local handles = setmetatable({}, { __mode = "k" })
+
+
 -- A watch is a native watcher on the worker's shared Watch stream plus a
 -- reader closure. Dropping the reader (GC) cancels the watcher on etcd.
 local function watch(self, key, range_end, opts)
@@ -511,6 +516,7 @@ local function watch(self, key, range_end, opts)
     end
 
     if opts.need_cancel == true then
+        handles[w] = true
         return reader, nil, w
     end
     return reader
@@ -536,7 +542,7 @@ end
 
 function _M.watchcancel(self, handle)
     check_self(self)
-    if type(handle) ~= "userdata" then
+    if not handles[handle] then
         return nil, "not initialized"
     end
     return handle:cancel()

@@ -111,3 +111,28 @@ new bad max_recv_msg_size: opts.max_recv_msg_size must be positive integer or ig
 new zero max_recv_msg_size: opts.max_recv_msg_size must be positive integer or ignore
 16 levels nested: 200 nil
 then: after
+
+
+
+=== TEST 3: enum numbers etcd does not know are refused before they are sent (etcd 3.5.1 crashes on an unknown sort_target)
+--- config
+    location = /t {
+        content_by_lua_block {
+            local cli = require("etcd_grpc_test").client({ serializer = "raw" })
+            assert(cli:set("/mu3/a", "1"))
+            local res, err = cli:readdir("/mu3/", { sort_order = 1, sort_target = 9 })
+            ngx.say("readdir: ", res and res.status or err, " ", res and res.body.message)
+            res, err = cli:readdir("/mu3/", { sort_order = 7 })
+            ngx.say("readdir: ", res and res.status or err, " ", res and res.body.message)
+            res, err = cli:txn({ { key = "/mu3/a", target = 12, result = "EQUAL", version = 1 } },
+                               { { requestPut = { key = "/mu3/a", value = "2" } } })
+            ngx.say("txn: ", res and res.status or err, " ", res and res.body.message)
+            res, err = cli:readdir("/mu3/", { sort_order = "DESCEND", sort_target = 4 })
+            ngx.say("etcd still there: ", res and res.body.kvs[1].value or err)
+        }
+    }
+--- response_body
+readdir: 400 unknown value 9 for sort_target
+readdir: 400 unknown value 7 for sort_order
+txn: 400 unknown value 12 for target
+etcd still there: 1

@@ -47,29 +47,55 @@ pub fn int_value(v: &LuaValue, name: &str) -> Result<i64> {
     }
 }
 
+/// What an enum field accepts: etcd's names, and the numbers it knows.
+pub struct EnumKind {
+    /// The number of a name (`"ASCEND"`), if etcd has it.
+    pub by_name: fn(&str) -> Option<i32>,
+    /// Whether etcd knows the number.
+    pub known: fn(i32) -> bool,
+}
+
+/// `sort_order`.
+pub const SORT_ORDER: EnumKind = EnumKind {
+    by_name: |n| range_request::SortOrder::from_str_name(n).map(|v| v as i32),
+    known: |n| range_request::SortOrder::try_from(n).is_ok(),
+};
+
+/// `sort_target`.
+pub const SORT_TARGET: EnumKind = EnumKind {
+    by_name: |n| range_request::SortTarget::from_str_name(n).map(|v| v as i32),
+    known: |n| range_request::SortTarget::try_from(n).is_ok(),
+};
+
+/// A watch's `filters`.
+pub const FILTER: EnumKind = EnumKind {
+    by_name: |n| watch_create_request::FilterType::from_str_name(n).map(|v| v as i32),
+    known: |n| watch_create_request::FilterType::try_from(n).is_ok(),
+};
+
 /// An enum field given by name or number (nil is 0), as the gateway's
-/// decoder accepts it.
-pub fn enum_value(v: &LuaValue, name: &str, by_name: fn(&str) -> Option<i32>) -> Result<i32> {
+/// decoder accepts it. A number etcd does not know is refused like an
+/// unknown name, before it is sent: the gateway passes such numbers on,
+/// and etcd 3.5.1 crashes (nil sorter) on a Range with an unknown
+/// sort_target, taking the member down.
+pub fn enum_value(v: &LuaValue, name: &str, kind: &EnumKind) -> Result<i32> {
     match v {
         LuaValue::Nil => Ok(0),
         LuaValue::String(s) => {
             let text = s.to_string_lossy();
-            by_name(&text)
+            (kind.by_name)(&text)
                 .ok_or_else(|| Error::bad_request(format!("unknown value \"{text}\" for {name}")))
         }
-        v => int_value(v, name)
-            .and_then(|n| i32::try_from(n).map_err(|_| bad(format!("{name} out of range")))),
+        v => {
+            let n = int_value(v, name)
+                .and_then(|n| i32::try_from(n).map_err(|_| bad(format!("{name} out of range"))))?;
+            if (kind.known)(n) {
+                Ok(n)
+            } else {
+                Err(Error::bad_request(format!("unknown value {n} for {name}")))
+            }
+        }
     }
-}
-
-/// `sort_order` names.
-pub fn sort_order(name: &str) -> Option<i32> {
-    range_request::SortOrder::from_str_name(name).map(|v| v as i32)
-}
-
-/// `sort_target` names.
-pub fn sort_target(name: &str) -> Option<i32> {
-    range_request::SortTarget::from_str_name(name).map(|v| v as i32)
 }
 
 /// An optional boolean (nil is false).
@@ -110,12 +136,12 @@ fn parse_op(name: &str, args: Option<&Table>) -> Result<Op> {
             sort_order: enum_value(
                 &a.raw_get("sort_order").unwrap_or(LuaValue::Nil),
                 "sort_order",
-                sort_order,
+                &SORT_ORDER,
             )?,
             sort_target: enum_value(
                 &a.raw_get("sort_target").unwrap_or(LuaValue::Nil),
                 "sort_target",
-                sort_target,
+                &SORT_TARGET,
             )?,
             serializable: flag(a, "serializable")?,
             keys_only: flag(a, "keys_only")?,
@@ -154,9 +180,7 @@ pub fn watch(a: &Table) -> Result<crate::watch::Spec> {
     if let LuaValue::Table(list) = a.raw_get("filters").map_err(|e| bad(e.to_string()))? {
         for v in list.sequence_values::<LuaValue>() {
             let v = v.map_err(|e| bad(e.to_string()))?;
-            filters.push(enum_value(&v, "filters", |n| {
-                watch_create_request::FilterType::from_str_name(n).map(|f| f as i32)
-            })?);
+            filters.push(enum_value(&v, "filters", &FILTER)?);
         }
     }
     let buffer = watch_buffer(a)?;

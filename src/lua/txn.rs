@@ -124,8 +124,8 @@ fn txn_at(t: &Table, depth: usize) -> Result<pb::TxnRequest> {
 
 fn compare(c: &Table) -> Result<pb::Compare> {
     let raw = is_raw(c);
-    let target = args::enum_value(&field(c, "target", "target")?, "target", compare_target)?;
-    let result = args::enum_value(&field(c, "result", "result")?, "result", compare_result)?;
+    let target = args::enum_value(&field(c, "target", "target")?, "target", &COMPARE_TARGET)?;
+    let result = args::enum_value(&field(c, "result", "result")?, "result", &COMPARE_RESULT)?;
     // Like the gateway's decoder: the union member is whichever the table
     // holds; none means etcd compares against the zero value.
     let target_union = if let Some(v) = int(c, "version", "version")? {
@@ -193,12 +193,12 @@ fn range(r: &Table) -> Result<pb::RangeRequest> {
         sort_order: args::enum_value(
             &field(r, "sort_order", "sortOrder")?,
             "sort_order",
-            args::sort_order,
+            &args::SORT_ORDER,
         )?,
         sort_target: args::enum_value(
             &field(r, "sort_target", "sortTarget")?,
             "sort_target",
-            args::sort_target,
+            &args::SORT_TARGET,
         )?,
         serializable: flag(r, "serializable", "serializable")?,
         keys_only: flag(r, "keys_only", "keysOnly")?,
@@ -210,10 +210,12 @@ fn range(r: &Table) -> Result<pb::RangeRequest> {
     })
 }
 
-fn compare_target(name: &str) -> Option<i32> {
-    pb::compare::CompareTarget::from_str_name(name).map(|v| v as i32)
-}
+const COMPARE_TARGET: args::EnumKind = args::EnumKind {
+    by_name: |n| pb::compare::CompareTarget::from_str_name(n).map(|v| v as i32),
+    known: |n| pb::compare::CompareTarget::try_from(n).is_ok(),
+};
 
-fn compare_result(name: &str) -> Option<i32> {
-    pb::compare::CompareResult::from_str_name(name).map(|v| v as i32)
-}
+const COMPARE_RESULT: args::EnumKind = args::EnumKind {
+    by_name: |n| pb::compare::CompareResult::from_str_name(n).map(|v| v as i32),
+    known: |n| pb::compare::CompareResult::try_from(n).is_ok(),
+};
