@@ -72,6 +72,22 @@ impl<R: Send + 'static> Bridge<R> {
     where
         F: Future<Output = Result<R>> + Send + 'static,
     {
+        self.submit_with_grace(rt, timeout, EXIT_GRACE, job)
+    }
+
+    /// [`Bridge::submit`] with the time the job may still run once the
+    /// worker exits: zero for a job that only waits for news (a watch
+    /// read), which an exiting worker has no use for.
+    pub fn submit_with_grace<F>(
+        &self,
+        rt: &Handle,
+        timeout: Duration,
+        grace: Duration,
+        job: F,
+    ) -> Result<u64>
+    where
+        F: Future<Output = Result<R>> + Send + 'static,
+    {
         if self.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
             return Err(Error::TooBusy(MAX_IN_FLIGHT));
         }
@@ -86,7 +102,7 @@ impl<R: Send + 'static> Bridge<R> {
         // its fast bins on every call).
         let job = Box::pin(job);
         rt.spawn(async move {
-            let out = guarded(job, timeout, exiting).await;
+            let out = guarded(job, timeout, grace, exiting).await;
             // The receiver lives as long as the bridge; a send cannot fail
             // while anyone could still read it. Queued before the count
             // drops: see the module doc.
@@ -106,7 +122,7 @@ impl<R: Send + 'static> Bridge<R> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let exiting = self.exiting.subscribe();
         rt.spawn(async move {
-            let _ = tx.send(guarded(job, timeout, exiting).await);
+            let _ = tx.send(guarded(job, timeout, EXIT_GRACE, exiting).await);
         });
         // The job's own deadline fires first; the margin only covers
         // scheduling, so a wedged runtime cannot hold the worker forever.
@@ -146,15 +162,21 @@ impl<R: Send + 'static> Bridge<R> {
     }
 }
 
-/// Runs `job` under its deadline, the exit signal and a panic guard.
-async fn guarded<R, F>(job: F, timeout: Duration, mut exiting: watch::Receiver<bool>) -> Result<R>
+/// Runs `job` under its deadline, the exit signal (plus `grace`) and a
+/// panic guard.
+async fn guarded<R, F>(
+    job: F,
+    timeout: Duration,
+    grace: Duration,
+    mut exiting: watch::Receiver<bool>,
+) -> Result<R>
 where
     F: Future<Output = Result<R>>,
 {
     let exit_grace = async move {
         // A closed channel means the bridge is gone: treat it as exiting.
         let _ = exiting.wait_for(|e| *e).await;
-        tokio::time::sleep(EXIT_GRACE).await;
+        tokio::time::sleep(grace).await;
     };
     tokio::select! {
         biased;
@@ -266,6 +288,24 @@ mod tests {
         let got = wait_drain(&b, 1);
         assert!(matches!(got[0].1, Err(Error::Closed)));
         assert!(t0.elapsed() < EXIT_GRACE + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_job_without_grace_ends_at_once_on_exit() {
+        let rt = rt();
+        let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
+        b.submit_with_grace(
+            rt.handle(),
+            Duration::from_secs(60),
+            Duration::ZERO,
+            std::future::pending(),
+        )
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        b.begin_exit();
+        let got = wait_drain(&b, 1);
+        assert!(matches!(got[0].1, Err(Error::Closed)));
+        assert!(t0.elapsed() < EXIT_GRACE / 2);
     }
 
     #[test]

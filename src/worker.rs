@@ -179,6 +179,18 @@ impl Worker {
         self.bridge.submit(&self.handle, timeout, job)
     }
 
+    /// Starts a watch read: like [`Worker::submit`], but an exiting worker
+    /// ends it at once rather than after the exit grace (no news is worth
+    /// waiting for then).
+    pub fn submit_read<F>(&self, timeout: Duration, job: F) -> Result<u64>
+    where
+        F: Future<Output = Result<Reply>> + Send + 'static,
+    {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.bridge
+            .submit_with_grace(&self.handle, timeout, Duration::ZERO, job)
+    }
+
     /// Runs `job` and blocks the calling thread until it ends.
     pub fn call_blocking<F>(&self, timeout: Duration, job: F) -> Result<Reply>
     where

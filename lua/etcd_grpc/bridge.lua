@@ -50,8 +50,12 @@ local DISPATCH_READ_TIMEOUT = 7 * 24 * 3600 * 1000
 -- calls in flight.
 local EXIT_POLL = 0.005
 
--- The runtime ends every call within its exit grace (0.5 s); past this the
--- exiting dispatcher stops waiting anyway, so nothing can hold a worker.
+-- An exiting worker still serves the requests it had accepted, and those
+-- may still make calls: the dispatcher stays until nothing has been in
+-- flight for this long. The runtime ends every call within its exit grace
+-- (0.5 s); past EXIT_WAIT_MAX the dispatcher stops anyway, so nothing can
+-- hold a worker, and a later call takes the blocking path.
+local EXIT_QUIET = 0.2
 local EXIT_WAIT_MAX = 3
 
 -- Long enough to never fire in practice; ngx_lua runs it early, with
@@ -118,13 +122,21 @@ local function dispatch_loop()
         deliver()
         if worker_exiting() then
             -- Wait for what the runtime still runs, not for Lua waiters:
-            -- those may have been killed and will never come back. The
-            -- runtime ends every call within its exit grace.
+            -- those may have been killed and will never come back.
             update_time()
             local give_up = ngx_now() + EXIT_WAIT_MAX
-            while core.in_flight() > 0 and ngx_now() < give_up do
-                ngx_sleep(EXIT_POLL)
+            local quiet_since
+            while ngx_now() < give_up do
                 deliver()
+                if core.in_flight() > 0 then
+                    quiet_since = nil
+                else
+                    quiet_since = quiet_since or ngx_now()
+                    if ngx_now() - quiet_since >= EXIT_QUIET then
+                        break
+                    end
+                end
+                ngx_sleep(EXIT_POLL)
             end
             -- A result is queued before it stops counting as in flight, so
             -- this last drain hands out everything that is left.
@@ -311,9 +323,14 @@ function _M.call(client, op, args, timeout)
         if ok then
             return await(client, op, args, timeout)
         end
-        -- No dispatcher: fail at once rather than block the event loop
-        -- (or log once per call).
-        return nil, err
+        if err ~= "closed" then
+            -- No dispatcher: fail at once rather than block the event loop
+            -- (or log once per call).
+            return nil, err
+        end
+        -- The dispatcher has ended in an exiting worker, but a request it
+        -- accepted earlier still calls: block briefly, as long as the
+        -- runtime is there (else this answers "closed").
     end
     if phase == "init" then
         return client:call_once(op, args, timeout)

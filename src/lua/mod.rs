@@ -116,7 +116,7 @@ impl UserData for WatcherHandle {
             |lua, this, (op, _a, timeout): (String, Option<Table>, f64)| {
                 let id = this.job(&op).and_then(|job| {
                     let timeout = args::timeout(timeout)?;
-                    worker::current()?.submit(timeout, job)
+                    worker::current()?.submit_read(timeout, job)
                 });
                 ret(lua, id)
             },
