@@ -5,6 +5,8 @@
 #   make demo    a local etcd plus nginx with examples/nginx.conf
 #   make bench   etcd_grpc vs the raw-Rust limit vs the HTTP gateway path
 #                (QUICK=1: a smaller run, under two minutes)
+#   make soak    1,000,000 gets/sets and 100,000 watch cycles: worker RSS must
+#                stay within 5% of its warm-up value (QUICK=1: a tenth)
 #
 # Point at another nginx/OpenResty with NGINX_BIN=... or OPENRESTY_PREFIX=...,
 # at an external etcd with ETCD_ENDPOINTS=http://host:port.
@@ -43,7 +45,7 @@ TEST_ENV := TEST_NGINX_BINARY=$(NGINX_BIN) TEST_NGINX_LOAD_MODULES="$(NGINX_MODU
 T ?= t/
 
 .PHONY: all deps deps-apt deps-etcd35 build debug build-test test test-unit \
-	test-nginx test-nginx-35 test-nginx-34 bench demo lint install clean
+	test-nginx test-nginx-35 test-nginx-34 bench soak demo lint install clean
 
 all: build
 
@@ -118,6 +120,11 @@ $(LIMIT): $(SOURCES) $(LIMIT_SOURCES)
 # prints and writes bench/results/latest.json.
 bench: deps build $(LIMIT)
 	python3 bench/run.py $(if $(QUICK),--quick,--doc) --etcd $(ETCD35) \
+		--nginx $(NGINX_BIN) --modules "$(NGINX_MODULES)"
+
+# Not in `make test`: a few minutes long.
+soak: deps build
+	python3 bench/soak.py $(if $(QUICK),--quick) --etcd $(ETCD35) \
 		--nginx $(NGINX_BIN) --modules "$(NGINX_MODULES)"
 
 ## Other ---------------------------------------------------------------------
