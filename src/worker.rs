@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::bridge::Bridge;
-use crate::connection::{Config, Connection};
+use crate::connection::{Config, Connection, Key};
 use crate::doorbell::{Doorbell, Listener};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
@@ -30,7 +30,7 @@ pub struct Worker {
     handle: Handle,
     bell: Arc<Doorbell>,
     bridge: Bridge<Reply>,
-    connections: Mutex<HashMap<String, Arc<Connection>>>,
+    connections: Mutex<HashMap<Key, Arc<Connection>>>,
     closed: AtomicBool,
     calls: AtomicU64,
 }
@@ -177,12 +177,13 @@ impl Worker {
     pub fn stats(&self) -> Stats {
         // One lock for both figures (a guard in a struct literal would live
         // to the end of the statement and deadlock a second lock).
-        let (connections, watchers, watch_streams) = {
+        let (connections, watchers, watch_streams, authenticates) = {
             let map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
             (
                 map.len(),
                 map.values().map(|c| c.watchers()).sum(),
                 map.values().map(|c| c.watch_streams()).sum(),
+                map.values().map(|c| c.authenticates()).sum(),
             )
         };
         Stats {
@@ -193,6 +194,7 @@ impl Worker {
             connections,
             watchers,
             watch_streams,
+            authenticates,
             exiting: self.bridge.is_exiting(),
         }
     }
@@ -215,6 +217,8 @@ pub struct Stats {
     pub watchers: usize,
     /// Watch streams open for them (one per connection and metadata set).
     pub watch_streams: usize,
+    /// Authenticate calls made by its connections (auth token refreshes).
+    pub authenticates: u64,
     /// Whether the worker is exiting.
     pub exiting: bool,
 }
