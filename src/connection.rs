@@ -178,6 +178,11 @@ impl Connection {
         self.auth.authenticates()
     }
 
+    /// TLS handshakes this connection's channels completed (introspection).
+    pub fn tls_handshakes(&self) -> u64 {
+        self.tls.as_ref().map_or(0, Connector::handshakes)
+    }
+
     /// The config this connection was made from.
     pub fn config(&self) -> &Config {
         &self.config
@@ -310,7 +315,16 @@ impl Connection {
     /// forgotten its simple tokens, so the next call or stream open
     /// authenticates again instead of being refused first.
     pub fn failed(&self, route: &Route, status: tonic::Status) -> Error {
-        let err = Error::from_status(&route.endpoint, status);
+        let mut err = Error::from_status(&route.endpoint, status);
+        if let Error::Transport { reason, .. } = &mut err {
+            // The server refused the handshake's client certificate, and
+            // this client has none: say what is missing.
+            if reason.contains("client certificate") && self.config.tls.identity.is_none() {
+                *reason = "handshake failed: the server requires a client certificate \
+                           (set ssl_cert_path and ssl_key_path)"
+                    .into();
+            }
+        }
         let transport = matches!(err, Error::Transport { .. });
         if transport {
             self.report_failure(route);

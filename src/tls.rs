@@ -10,20 +10,14 @@
 //! where the meaning matches, see [`reason`].
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
-use tokio_rustls::TlsConnector;
 
 use crate::error::{Error, Result};
 
@@ -171,7 +165,12 @@ impl Tls {
                 })?;
                 builder
                     .with_client_auth_cert(certs, key)
-                    .map_err(|e| Error::InvalidArgument(format!("ssl_key: {e}")))?
+                    .map_err(|e| match e {
+                        rustls::Error::InconsistentKeys(_) => Error::InvalidArgument(
+                            "ssl_key: the key does not belong to the certificate".into(),
+                        ),
+                        e => Error::InvalidArgument(format!("ssl_key: {e}")),
+                    })?
             }
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
@@ -330,67 +329,8 @@ pub fn reason_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     inner.downcast_ref::<rustls::Error>().map(reason)
 }
 
-/// Dials `https://` endpoints: TCP, then the TLS handshake, then HTTP/2.
-#[derive(Clone)]
-pub struct Connector {
-    config: Arc<ClientConfig>,
-    tls: Arc<Tls>,
-}
-
-impl Connector {
-    /// A connector for `tls` (its rustls configuration built once here).
-    pub fn new(tls: &Tls) -> Result<Connector> {
-        Ok(Connector {
-            config: tls.client_config()?,
-            tls: Arc::new(tls.clone()),
-        })
-    }
-}
-
-type Io = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<http::Uri> for Connector {
-    type Response = Io;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = std::result::Result<Io, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::result::Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect(uri).await })
-    }
-}
-
-impl Connector {
-    async fn connect(self, uri: http::Uri) -> std::result::Result<Io, BoxError> {
-        let host = uri.host().unwrap_or_default().to_string();
-        let port = uri.port_u16().unwrap_or(2379);
-        let name = self.tls.server_name(&host)?;
-        let addr = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = TcpStream::connect((addr, port)).await?;
-        tcp.set_nodelay(true)?;
-        let stream = TlsConnector::from(self.config.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| -> BoxError {
-                match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                    Some(t) => Box::new(Failure(reason(t))),
-                    None => Box::new(e),
-                }
-            })?;
-        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err(Box::new(Failure(
-                "handshake failed: the server did not offer HTTP/2 (ALPN h2)".into(),
-            )));
-        }
-        Ok(TokioIo::new(stream))
-    }
-}
+mod connect;
+pub use connect::{Connector, Replay};
 
 #[cfg(test)]
-#[path = "tls_tests.rs"]
 mod tests;

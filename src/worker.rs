@@ -177,13 +177,14 @@ impl Worker {
     pub fn stats(&self) -> Stats {
         // One lock for both figures (a guard in a struct literal would live
         // to the end of the statement and deadlock a second lock).
-        let (connections, watchers, watch_streams, authenticates) = {
+        let (connections, watchers, watch_streams, authenticates, tls_handshakes) = {
             let map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
             (
                 map.len(),
                 map.values().map(|c| c.watchers()).sum(),
                 map.values().map(|c| c.watch_streams()).sum(),
                 map.values().map(|c| c.authenticates()).sum(),
+                map.values().map(|c| c.tls_handshakes()).sum(),
             )
         };
         Stats {
@@ -195,6 +196,7 @@ impl Worker {
             watchers,
             watch_streams,
             authenticates,
+            tls_handshakes,
             exiting: self.bridge.is_exiting(),
         }
     }
@@ -219,6 +221,8 @@ pub struct Stats {
     pub watch_streams: usize,
     /// Authenticate calls made by its connections (auth token refreshes).
     pub authenticates: u64,
+    /// TLS handshakes made by its connections (one per TCP connection).
+    pub tls_handshakes: u64,
     /// Whether the worker is exiting.
     pub exiting: bool,
 }

@@ -240,6 +240,7 @@ fn stats(lua: &Lua, _: ()) -> LuaResult<Option<Table>> {
     t.raw_set("watch_streams", s.watch_streams)?;
     t.raw_set("exiting", s.exiting)?;
     t.raw_set("authenticates", s.authenticates)?;
+    t.raw_set("tls_handshakes", s.tls_handshakes)?;
     Ok(Some(t))
 }
 
