@@ -122,6 +122,17 @@ local function native_client(self)
         max_recv = self.max_recv_msg_size,
         -- read when the client is made (and again if endpoints change)
         extra_headers = self.extra_headers,
+        -- TLS (https:// endpoints); files are read and checked here
+        trusted_ca = self.trusted_ca,
+        ssl_verify = self.ssl_verify,
+        sni = self.sni,
+        ssl_cert_path = self.ssl_cert_path,
+        ssl_key_path = self.ssl_key_path,
+        ssl_cert = self.ssl_cert,
+        ssl_key = self.ssl_key,
+        -- auth is on when both are set
+        user = self.user,
+        password = self.password,
     })
     if not native then
         return nil, err

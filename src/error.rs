@@ -43,6 +43,15 @@ pub enum Error {
     Internal(String),
     /// The worker already has this many calls in flight.
     TooBusy(usize),
+    /// etcd refused `user`/`password` (or could not be asked). Displays the
+    /// contract's `authenticate refresh token fail`; `reason` (etcd's own
+    /// answer) goes to the log, never to a caller that could echo it.
+    AuthFailed {
+        /// The endpoint the Authenticate call went to.
+        endpoint: String,
+        /// etcd's answer or the transport failure, as text.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -51,6 +60,17 @@ impl Error {
         match self {
             Error::Status { status, .. } => Some(status.code()),
             _ => None,
+        }
+    }
+
+    /// Whether etcd refused the call for its token, so that a fresh one
+    /// may succeed: `invalid auth token` (expired, or etcd restarted and
+    /// forgot its simple tokens), `revision of auth store is old`, `user
+    /// name is empty` (sent without a token).
+    pub fn is_token_refusal(&self) -> bool {
+        match self {
+            Error::Status { status, .. } => is_token_text(status.message()),
+            _ => false,
         }
     }
 
@@ -78,6 +98,14 @@ impl Error {
             status: gateway_status(status),
         }
     }
+}
+
+/// Whether etcd's message (or a watch's cancel reason) says the token was
+/// the problem.
+pub fn is_token_text(msg: &str) -> bool {
+    msg.contains("invalid auth token")
+        || msg.contains("revision of auth store is old")
+        || msg.contains("user name is empty")
 }
 
 /// Rewrites the client library's own refusals into what etcd's gateway
@@ -108,7 +136,11 @@ fn transport_reason(status: &tonic::Status) -> Option<String> {
     let mut source = status.source();
     let mut io_kind = None;
     let mut from_transport = false;
+    let mut tls = None;
     while let Some(err) = source {
+        if let Some(r) = crate::tls::reason_in(err) {
+            tls = Some(r);
+        }
         if err.is::<tonic::transport::Error>() {
             from_transport = true;
         }
@@ -125,6 +157,9 @@ fn transport_reason(status: &tonic::Status) -> Option<String> {
             io_kind = Some(io.kind());
         }
         source = err.source();
+    }
+    if let Some(reason) = tls {
+        return Some(reason);
     }
     if !from_transport && io_kind.is_none() {
         return None;
@@ -150,6 +185,7 @@ impl fmt::Display for Error {
             Error::InvalidArgument(msg) | Error::Ended(msg) => f.write_str(msg),
             Error::Panic(msg) | Error::Internal(msg) => write!(f, "internal error: {msg}"),
             Error::TooBusy(n) => write!(f, "too many calls in flight (limit {n})"),
+            Error::AuthFailed { .. } => f.write_str("authenticate refresh token fail"),
         }
     }
 }

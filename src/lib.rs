@@ -6,6 +6,9 @@
 //! - [`error`]: the crate's one error type and its stable strings.
 //! - [`pb`]: code generated from `proto/` (etcd's wire types).
 //! - [`connection`]: endpoints to long-lived gRPC channels, failover.
+//! - [`tls`]: TLS settings, rustls configuration, the `https://` connector.
+//! - [`auth`]: Authenticate and the connection's token (single flight).
+//! - [`notice`]: warnings queued for nginx's error log.
 //! - [`metadata`]: a client's `extra_headers` as gRPC metadata.
 //! - [`kv`], [`watch`], [`maintenance`]: one etcd service each.
 //! - [`ops`]: the operations Lua can run, each from request to [`shape::Reply`].
@@ -19,6 +22,7 @@
 //! Only the binding knows Lua and only `runtime`/`worker`/`doorbell` know
 //! nginx's process model; everything else is an ordinary async etcd client.
 
+pub mod auth;
 pub mod bridge;
 pub mod connection;
 pub mod doorbell;
@@ -26,10 +30,12 @@ pub mod error;
 pub mod kv;
 pub mod maintenance;
 pub mod metadata;
+pub mod notice;
 pub mod ops;
 pub mod pb;
 pub mod runtime;
 pub mod shape;
+pub mod tls;
 pub mod watch;
 pub mod worker;
 

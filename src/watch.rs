@@ -151,6 +151,9 @@ async fn run(
 ) {
     let mut st = State {
         counter: live,
+        auth: conn
+            .upgrade()
+            .is_some_and(|c| c.config().credentials.is_some()),
         ..State::default()
     };
     let mut backoff = Duration::from_millis(50);
@@ -192,6 +195,15 @@ async fn run(
                         backoff = Duration::from_millis(50);
                         on_response(&mut st, resp, &req_tx);
                         st.count();
+                        if let Some(reason) = st.reauth.take() {
+                            // A create refused for the stream's token: drop
+                            // it and reopen; every watcher resumes.
+                            if let Some(c) = conn.upgrade() {
+                                let why = format!("etcdserver: invalid auth token ({reason})");
+                                c.failed(&route, tonic::Status::unauthenticated(why));
+                            }
+                            break;
+                        }
                     }
                     Ok(None) => break,
                     Err(status) => {
@@ -246,6 +258,14 @@ async fn open(
     req_tx: &Requests,
 ) -> Option<Result<(tonic::Streaming<PbWatchResponse>, Route)>> {
     let c = conn.upgrade()?;
+    // The stream's credentials, fresh at each (re)open; then its route.
+    let meta = match c.authorize(meta).await {
+        Ok(m) => m,
+        Err(e) => {
+            state::fail_auth(st, &e);
+            return Some(Err(e));
+        }
+    };
     let route = match c.sync() {
         Ok(route) => route,
         Err(e) => return Some(Err(e)),

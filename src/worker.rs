@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Runtime};
 
 use crate::bridge::Bridge;
-use crate::connection::{Config, Connection};
+use crate::connection::{Config, Connection, Key};
 use crate::doorbell::{Doorbell, Listener};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
@@ -30,7 +30,7 @@ pub struct Worker {
     handle: Handle,
     bell: Arc<Doorbell>,
     bridge: Bridge<Reply>,
-    connections: Mutex<HashMap<String, Shared>>,
+    connections: Mutex<HashMap<Key, Shared>>,
     closed: AtomicBool,
     calls: AtomicU64,
 }
@@ -262,12 +262,14 @@ impl Worker {
     pub fn stats(&self) -> Stats {
         // One lock for both figures (a guard in a struct literal would live
         // to the end of the statement and deadlock a second lock).
-        let (connections, watchers, watch_streams) = {
+        let (connections, watchers, watch_streams, authenticates, tls_handshakes) = {
             let map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
             (
                 map.len(),
                 map.values().map(|c| c.conn.watchers()).sum(),
                 map.values().map(|c| c.conn.watch_streams()).sum(),
+                map.values().map(|c| c.conn.authenticates()).sum(),
+                map.values().map(|c| c.conn.tls_handshakes()).sum(),
             )
         };
         Stats {
@@ -278,6 +280,8 @@ impl Worker {
             connections,
             watchers,
             watch_streams,
+            authenticates,
+            tls_handshakes,
             exiting: self.bridge.is_exiting(),
         }
     }
@@ -286,7 +290,7 @@ impl Worker {
 /// Drops the connections that no client, watcher or call holds any more
 /// and that no client asked for within the idle time. Dropping the last
 /// `Arc` closes both channels (and their TCP connections).
-fn evict_unused(map: &mut HashMap<String, Shared>) {
+fn evict_unused(map: &mut HashMap<Key, Shared>) {
     let keep = idle_keep();
     map.retain(|_, c| Arc::strong_count(&c.conn) > 1 || c.asked.elapsed() < keep);
 }
@@ -321,6 +325,10 @@ pub struct Stats {
     pub watchers: usize,
     /// Watch streams open for them (one per connection and metadata set).
     pub watch_streams: usize,
+    /// Authenticate calls made by its connections (auth token refreshes).
+    pub authenticates: u64,
+    /// TLS handshakes made by its connections (one per TCP connection).
+    pub tls_handshakes: u64,
     /// Whether the worker is exiting.
     pub exiting: bool,
 }

@@ -3,6 +3,7 @@
 
 use mlua::{Table, Value as LuaValue};
 
+use crate::auth::Credentials;
 use crate::connection::{Config, UNLIMITED};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
@@ -12,6 +13,7 @@ use crate::pb::etcdserverpb::{
     PutRequest as PbPutRequest, RangeRequest as PbRangeRequest,
     WatchCreateRequest as PbWatchCreateRequest,
 };
+use crate::tls::{Secret, Sources as TlsSources, Tls};
 
 /// A malformed argument.
 pub fn bad(msg: String) -> Error {
@@ -235,9 +237,63 @@ pub fn config(t: &Table) -> Result<Config> {
         } else {
             max_recv as usize
         },
+        tls: Tls::load(&tls_sources(t)?)?,
+        credentials: credentials(t)?,
     };
     config.validate()?;
     Ok(config)
+}
+
+/// An optional string option (`opts.<name> must be string` otherwise).
+fn opt_string(t: &Table, name: &str) -> Result<Option<String>> {
+    match t.raw_get(name).map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => Ok(None),
+        LuaValue::String(s) => s
+            .to_str()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| bad(format!("opts.{name} must be string"))),
+        _ => Err(bad(format!("opts.{name} must be string"))),
+    }
+}
+
+/// An optional byte-string option (PEM contents).
+fn opt_bytes(t: &Table, name: &str) -> Result<Option<Vec<u8>>> {
+    match t.raw_get(name).map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => Ok(None),
+        LuaValue::String(s) => Ok(Some(s.as_bytes().to_vec())),
+        _ => Err(bad(format!("opts.{name} must be string"))),
+    }
+}
+
+/// The TLS options: `ssl_verify`, `sni`, `trusted_ca`, `ssl_cert_path`,
+/// `ssl_key_path`, `ssl_cert`, `ssl_key`.
+fn tls_sources(t: &Table) -> Result<TlsSources> {
+    let verify = match t.raw_get("ssl_verify").map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => None,
+        LuaValue::Boolean(b) => Some(b),
+        _ => return Err(bad("opts.ssl_verify must be boolean".into())),
+    };
+    Ok(TlsSources {
+        verify,
+        sni: opt_string(t, "sni")?,
+        trusted_ca: opt_string(t, "trusted_ca")?,
+        cert_path: opt_string(t, "ssl_cert_path")?,
+        key_path: opt_string(t, "ssl_key_path")?,
+        cert: opt_bytes(t, "ssl_cert")?,
+        key: opt_bytes(t, "ssl_key")?,
+    })
+}
+
+/// `user` and `password`: auth is on only when both are set, as in
+/// lua-resty-etcd (the façade has checked their types).
+fn credentials(t: &Table) -> Result<Option<Credentials>> {
+    match (opt_string(t, "user")?, opt_bytes(t, "password")?) {
+        (Some(user), Some(pw)) => Ok(Some(Credentials {
+            user,
+            password: Secret(pw.into()),
+        })),
+        _ => Ok(None),
+    }
 }
 
 /// The metadata of a client config's `extra_headers` (a table of header

@@ -241,6 +241,8 @@ fn stats(lua: &Lua, _: ()) -> LuaResult<Option<Table>> {
     t.raw_set("watchers", s.watchers)?;
     t.raw_set("watch_streams", s.watch_streams)?;
     t.raw_set("exiting", s.exiting)?;
+    t.raw_set("authenticates", s.authenticates)?;
+    t.raw_set("tls_handshakes", s.tls_handshakes)?;
     Ok(Some(t))
 }
 
@@ -252,6 +254,16 @@ pub fn exports(lua: &Lua) -> LuaResult<Table> {
     t.set("drain", lua.create_function(drain)?)?;
     t.set("doorbell", lua.create_function(doorbell)?)?;
     t.set("stats", lua.create_function(stats)?)?;
+    t.set(
+        "notices",
+        lua.create_function(|lua, ()| {
+            let list = crate::notice::take();
+            if list.is_empty() {
+                return Ok(None);
+            }
+            lua.create_sequence_from(list).map(Some)
+        })?,
+    )?;
     t.set(
         "begin_exit",
         lua.create_function(|_, ()| {
