@@ -114,7 +114,8 @@ function _M.new_opts(seed, n)
     randomseed(seed)
     local names = { "timeout", "http_host", "ttl", "key_prefix", "user", "password",
                     "serializer", "protocol", "extra_headers", "max_recv_msg_size",
-                    "init_count", "unix_socket_proxy" }
+                    "init_count", "unix_socket_proxy", "trusted_ca", "ssl_verify", "sni",
+                    "ssl_cert_path", "ssl_key_path", "ssl_cert", "ssl_key" }
     local out = {}
     for i = 1, n do
         local opts = {}
