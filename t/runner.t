@@ -19,6 +19,9 @@ add_block_preprocessor(sub {
 
 run_tests();
 
+# For TEST 17: `eval` code sees this only as main::runner_t_helper().
+sub runner_t_helper { "helper in main\n" }
+
 __DATA__
 
 === TEST 1: response_body, with the helper's default request and no_error_log
@@ -288,3 +291,16 @@ prefix ok
 --- timeout: 3
 --- response_body
 slow but fine
+
+
+
+=== TEST 17: eval sections run in package Test::Base::Filter, as upstream; main:: helpers are reachable qualified
+--- config
+    location = /t {
+        content_by_lua_block {
+            ngx.say("helper in main")
+            ngx.say("Test::Base::Filter")
+        }
+    }
+--- response_body eval
+main::runner_t_helper() . __PACKAGE__ . "\n"

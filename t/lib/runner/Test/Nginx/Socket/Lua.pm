@@ -252,8 +252,13 @@ my %Filters = (
     chop    => sub (@v) { map { chop if defined; $_ } @v },
     unchomp => sub (@v) { map { $_ . "\n" } @v },
     eval    => sub (@v) {
-        my @r = _eval_in_main($v[0]);
-        die $@ if $@;
+        die "the eval filter takes one value, not " . scalar(@v) . "\n" if @v != 1;
+        my @r = Test::Base::Filter::_runner_eval($v[0]);
+        if ($@) {
+            # Upstream (Test::Base) silently makes the error the value.
+            diag("eval filter: $@(the section's value is this error text, as under upstream)");
+            return $@;
+        }
         return @r;
     },
     lines => sub (@v) {
@@ -446,7 +451,7 @@ sub _skip_block ($block) {
         $se =~ /^\s*(\d+)\s*:\s*(.*)/s
             or bail_out("$name - invalid --- skip_eval spec: $se");
         ($n, my $code) = ($1, $2);
-        $skip = _eval_in_main($code);
+        $skip = _eval_skip($code);
         bail_out("$name - skip_eval failed: $@") if $@;
         $reason = 'skip_eval';
     }
@@ -1138,13 +1143,31 @@ sub _write_file ($file, $content) {
     close $fh or bail_out("cannot write $file: $!");
 }
 
-# `eval` sections run in package main, without strict, like Test::Base.
-sub _eval_in_main {
-    package main;
-    no strict;
-    no warnings;
+# skip_eval code runs where upstream runs it: in Test::Nginx::Util's
+# run_test, under strict.
+sub _eval_skip {
+    package Test::Nginx::Util;
+    use strict;
+    use warnings;
     return CORE::eval($_[0]);
 }
+
+# ============================================================ eval filter
+#
+# `--- SECTION eval` code runs where Test::Base's eval filter runs it: in
+# package Test::Base::Filter, under strict and warnings.  A helper defined in
+# the .t file is therefore only reachable as main::helper(), as upstream.
+
+package Test::Base::Filter;
+
+use strict;
+use warnings;
+no feature ':all';          # none of this file's `use v5.36` features
+use feature ':default';
+
+sub _runner_eval { return CORE::eval($_[0]) }
+
+package Test::Nginx::Socket::Lua;
 
 # ============================================================ block class
 #
@@ -1234,7 +1257,10 @@ C<< use ... tests => N >> set the plan.
 C<=== name> starts a block and C<--- section [filters]> a section.  The default
 filters are C<norm trim>.  C<-name> removes a filter and C<+name> appends one.
 C<--- name: value> is an inline section.  Supported filters: C<eval> (Perl
-code evaluated in package main), C<chomp>, C<chop>, C<trim>, C<norm>,
+code evaluated as Test::Base evaluates it: in package C<Test::Base::Filter>,
+under strict and warnings, so a helper sub of the .t file must be called as
+C<main::helper()>; an error becomes the section's value, as upstream, and is
+also shown with C<diag>), C<chomp>, C<chop>, C<trim>, C<norm>,
 C<unchomp>, C<lines>, C<join>, C<regexp>, C<base64_decode>, C<base64_encode>,
 and any function C<main::NAME>.  C<ONLY>, C<SKIP> and C<LAST> work as in
 Test::Base.
