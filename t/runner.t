@@ -6,7 +6,6 @@ use Test::Nginx::Socket::Lua 'no_plan';
 use EtcdGrpcTest;
 
 repeat_each(2);
-no_shuffle();
 
 # A file-local preprocessor using the block API: the custom section
 # `--- expect_hello: NAME` becomes an expected response_body.

@@ -23,6 +23,7 @@ use File::Path qw(make_path remove_tree);
 use File::Spec ();
 use IO::Select ();
 use IO::Socket::INET ();
+use List::Util ();
 use MIME::Base64 ();
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
@@ -38,7 +39,8 @@ our $MasterProcessEnabled = $ENV{TEST_NGINX_MASTER_PROCESS} || 'off';
 our $LogLevel             = $ENV{TEST_NGINX_LOG_LEVEL} || 'debug';
 our $NoRootLocation       = 0;
 our $NoLongString         = 0;       # accepted; failures always use is()
-our $NoShuffle            = 1;       # blocks always run in file order
+our $NoShuffle            = $ENV{TEST_NGINX_NO_SHUFFLE} || 0;    # as upstream
+our $ShuffleSeed          = $ENV{TEST_NGINX_SHUFFLE_SEED};      # this runner only
 our $Timeout              = $ENV{TEST_NGINX_TIMEOUT} || 3;
 our $UseHup               = $ENV{TEST_NGINX_USE_HUP};
 our $NoClean              = $ENV{TEST_NGINX_NO_CLEAN};
@@ -79,6 +81,7 @@ my $Blocks;                # parsed blocks, cached
 my $FirstBlock = 1;
 my $ErrLogPos  = 0;        # where the current repetition's log slice starts
 my $ConfigVersion = '';    # HUP mode: served at /ver by the new config
+my $UsedSeed;              # the shuffle's seed, if blocks were shuffled
 my $NginxVersion;          # canonical, e.g. 1.022001, for skip_nginx
 our $FilterArg;            # argument of "filter=arg" while a filter runs
 
@@ -317,15 +320,38 @@ sub run_tests :prototype() () {
     _check_nginx_binary();
     $ENV{TEST_NGINX_SERVER_PORT} //= $ServerPort;
 
-    my @blocks = blocks();
+    my @blocks = _ordered_blocks();
     for my $i (0 .. $#blocks) {
         my $block = $blocks[$i];
         $_->($block) for @BlockPreprocessors;
         $block->set_value(name => "$0 " . $block->name);    # like upstream
         _run_block($block, $i == $#blocks);
     }
+    # diag, unlike the note above, also shows in prove's non-verbose output.
+    diag("blocks ran shuffled with seed $UsedSeed: replay this order with "
+         . "TEST_NGINX_SHUFFLE_SEED=$UsedSeed")
+        if defined $UsedSeed && !Test::More->builder->is_passing;
 
     _cleanup() unless $NoClean;
+}
+
+# Like upstream, blocks run in random order unless no_shuffle() or
+# TEST_NGINX_NO_SHUFFLE; HUP mode and repeat_each change nothing (the
+# repetitions of a block stay together).  Upstream seeds with its pid and does
+# not say so; here the seed is printed and TEST_NGINX_SHUFFLE_SEED replays it.
+sub _ordered_blocks () {
+    my @blocks = blocks();
+    return @blocks if $NoShuffle || @blocks < 2;
+    my $seed = $ShuffleSeed // '';
+    $seed = $$ unless length $seed;
+    bail_out("TEST_NGINX_SHUFFLE_SEED must be a non-negative integer, not '$seed'")
+        unless $seed =~ /^\d+$/;
+    srand($seed);
+    $UsedSeed = $seed;
+    @blocks = List::Util::shuffle(@blocks);
+    note("shuffle seed: $seed (replay this order with TEST_NGINX_SHUFFLE_SEED=$seed)");
+    note('block order: ' . join(' ', map { $_->seq_num } @blocks)) if $Verbose;
+    return @blocks;
 }
 
 # One block: start (or HUP) nginx, send the request `repeat_each` times,
@@ -1242,8 +1268,8 @@ files run unchanged under both.
 =head2 Exported functions
 
 C<run_tests>, C<blocks>, C<repeat_each>, C<workers>, C<master_on>,
-C<master_off>, C<master_process_enabled>, C<no_shuffle> (blocks always run in
-file order), C<log_level>, C<add_block_preprocessor> (the last added runs
+C<master_off>, C<master_process_enabled>, C<no_shuffle> (blocks run in file
+order; without it they run shuffled, as upstream), C<log_level>, C<add_block_preprocessor> (the last added runs
 first), C<no_long_string>, C<no_root_location>, C<env_to_nginx>, C<timeout>,
 C<worker_connections>, C<config_preamble>, C<use_hup>, C<server_root>,
 C<html_dir>, C<server_port>, C<server_port_for_client>, C<server_addr>,
@@ -1388,6 +1414,18 @@ After each HUP the runner waits until a hidden C<Host: Test-Nginx> C</ver>
 location serves the new config's version and every old worker has exited.
 A rejected config (C<[emerg]>) fails the block.
 
+=item C<TEST_NGINX_NO_SHUFFLE=1>
+
+Blocks run in file order, as with C<no_shuffle()> (upstream's switch).
+
+=item C<TEST_NGINX_SHUFFLE_SEED=N>
+
+The seed of the shuffle (this runner only).  Without it the seed is the pid,
+as upstream.  Each shuffled run prints C<# shuffle seed: N> (a note), and a
+failing one repeats it with C<diag>, which prove shows without C<-v>; the same
+seed gives the same order for the same file.  C<TEST_NGINX_VERBOSE=1> also prints
+the block order.
+
 =item C<TEST_NGINX_NO_CLEAN=1>
 
 nginx is left running after the last block.
@@ -1408,7 +1446,8 @@ C<BAIL_OUT>.
 
 =item *
 
-Blocks are never shuffled.
+The shuffle seed is printed and can be set (C<TEST_NGINX_SHUFFLE_SEED>).
+Upstream seeds with its pid and prints nothing.
 
 =item *
 
