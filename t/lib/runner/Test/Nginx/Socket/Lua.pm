@@ -73,6 +73,7 @@ my $StartTimeout  = 10;    # launcher exit + listening port accepting
 my $StopTimeout   = 3;     # grace after QUIT before SIGKILL (upstream: 3)
 my $ReloadTimeout = 10;    # HUP: new config live; old workers gone
 my $LogSettle     = 0.05;  # lets log-phase lines reach error.log
+my $PortFreeTimeout = 30;  # the listening port is free again (upstream: 30)
 
 # ------------------------------------------------------------------- state
 
@@ -82,6 +83,7 @@ my $FirstBlock = 1;
 my $ErrLogPos  = 0;        # where the current repetition's log slice starts
 my $ConfigVersion = '';    # HUP mode: served at /ver by the new config
 my $UsedSeed;              # the shuffle's seed, if blocks were shuffled
+my $StartedNginx;          # this process started an nginx (see _cleanup)
 my $NginxVersion;          # canonical, e.g. 1.022001, for skip_nginx
 our $FilterArg;            # argument of "filter=arg" while a filter runs
 
@@ -416,7 +418,7 @@ sub _block_spec ($block) {
 }
 
 sub _block_deadline ($spec) {
-    return 2 * $StartTimeout + 2 * $ReloadTimeout + $StopTimeout + 10
+    return 2 * $StartTimeout + $PortFreeTimeout + 2 * $ReloadTimeout + $StopTimeout + 10
         + $RepeatEach * ($spec->{timeout} + $spec->{wait} + 5);
 }
 
@@ -599,6 +601,7 @@ sub _start_nginx ($name) {
     unlink $PidFile;
 
     my @cmd = ($NginxBinary, '-p', "$ServRoot/", '-c', $ConfFile, '-e', $ErrLogFile);
+    $StartedNginx = 1;
     my $launcher = fork // die "fork failed: $!\n";
     if ($launcher == 0) {
         open STDIN, '<', '/dev/null';
@@ -694,9 +697,12 @@ sub _stop_nginx ($name) {
     unlink $PidFile;
 }
 
+# Only an nginx this process started is stopped: a perl that merely loads
+# the module (perl -c, a one-liner) leaves a running suite's nginx alone.
 sub _cleanup () {
     return unless $$ == $OwnerPid;
     while (my $handler = shift @CleanupHandlers) { $handler->() }
+    return unless $StartedNginx;
     eval { _stop_nginx('cleanup'); 1 } or warn "cleanup: $@";
 }
 
@@ -769,13 +775,46 @@ sub _port_accepts () {
     return $s ? 1 : 0;
 }
 
+# A process that an earlier block's nginx forked (os.execute(... &)) keeps
+# the listening socket it inherited; upstream retries starting nginx for 30 s,
+# so this waits as long, then names whoever holds the port.
 sub _wait_port_free () {
-    my $deadline = time + 5;
+    my $deadline = time + $PortFreeTimeout;
     while (_port_accepts()) {
-        die "port $ServerPort is in use by a process this runner did not start "
-            . "(set TEST_NGINX_PORT to another port)\n" if time > $deadline;
+        if (time > $deadline) {
+            my @holders = _port_holders($ServerPort);
+            die "port $ServerPort still accepts ${PortFreeTimeout}s after the last block's nginx "
+                . 'stopped; held by: ' . (@holders ? join('; ', @holders) : 'unknown')
+                . " (another test run? set TEST_NGINX_PORT to another port)\n";
+        }
         sleep 0.1;
     }
+}
+
+# "pid (cmdline)" of every process with a listening socket on $port.
+sub _port_holders ($port) {
+    my %inodes;
+    for my $table ('/proc/net/tcp', '/proc/net/tcp6') {
+        open my $fh, '<', $table or next;
+        while (<$fh>) {
+            my @f = split;
+            next unless @f > 9 && $f[3] eq '0A';    # LISTEN
+            $inodes{ $f[9] } = 1 if $f[1] =~ /:([0-9A-F]{4})$/ && hex($1) == $port;
+        }
+    }
+    return () unless %inodes;
+    my @holders;
+    opendir my $dh, '/proc' or return ();
+    for my $pid (grep { /^\d+$/ } readdir $dh) {
+        opendir my $fd, "/proc/$pid/fd" or next;
+        my $holds = grep { (readlink("/proc/$pid/fd/$_") // '') =~ /^socket:\[(\d+)\]$/ && $inodes{$1} }
+                    readdir $fd;
+        next unless $holds;
+        (my $cmd = _slurp("/proc/$pid/cmdline") // '') =~ s/\0+/ /g;
+        $cmd =~ s/\s+$//;
+        push @holders, "$pid ($cmd)";
+    }
+    return @holders;
 }
 
 sub _stderr_text () {
@@ -1469,7 +1508,17 @@ greater than 1.
 =item *
 
 nginx is stopped at the end of each block rather than at the start of the
-next.  C<access_log> is off.
+next.  C<access_log> is off.  Before starting nginx the runner waits up to
+30 s (upstream retries the start for 30 s) for the port to be free, e.g.
+of a background process an earlier block's nginx forked, which inherited the
+listening socket, and then names the processes that hold it.  At exit it
+stops only an nginx it started itself (upstream stops whatever the pid file
+names).
+
+=item *
+
+In HUP mode the runner also waits until the old workers have exited;
+upstream only waits until C</ver> serves the new config version.
 
 =item *
 
