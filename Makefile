@@ -22,7 +22,6 @@ LIB := target/release/libetcd_grpc_core.so
 # The test build (feature test-hooks) has its own target dir, so that the
 # release library above, the one `make install` installs, never has test hooks.
 TEST_TARGET_DIR := target/test-hooks
-TEST_LIB := $(TEST_TARGET_DIR)/release/libetcd_grpc_core.so
 SOURCES := $(shell find src -name '*.rs') $(wildcard proto/*.proto) build.rs Cargo.toml Cargo.lock
 
 DEPS_DIR := $(ROOT)/.deps
