@@ -1080,6 +1080,15 @@ sub _check_error_log ($block, $r, $tag, $rep) {
         }
     }
 
+    # Like upstream: [alert], [crit] and [emerg] lines are shown (not failed)
+    # unless the block's own patterns mention that level.
+    my @mentioned = map { ref $_ eq 'ARRAY' ? @$_ : $_ }
+                    grep { defined } $block->error_log, $block->no_error_log;
+    for my $level (qw(alert crit emerg)) {
+        next if grep { "$_" =~ /\Q[$level\E/ } @mentioned;
+        diag(sprintf('WARNING: %s - %s', $name, _fmt($_))) for grep { /\[$level\]/ } @lines;
+    }
+
     if (defined(my $gpat = $block->grep_error_log)) {
         $gpat = $gpat->[$rep] if ref $gpat eq 'ARRAY';
         my $expected = $block->grep_error_log_out;
@@ -1371,7 +1380,10 @@ anchored, as C<^value$>.
 
 One substring per line, or with C<eval> a string, a qr// or an array ref of
 them.  Only lines written during the current request are checked.  The slice
-starts at nginx start, or at the HUP in HUP mode.
+starts at nginx start, or at the HUP in HUP mode.  As upstream, C<[alert]>, C<[crit]> and
+C<[emerg]> lines of the slice are shown as C<WARNING: ...> diagnostics (not
+failures) unless the block's C<error_log> or C<no_error_log> patterns mention
+that level.
 
 =item C<grep_error_log>, C<grep_error_log_out>
 
