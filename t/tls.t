@@ -35,6 +35,8 @@ $ENV{TEST_NGINX_STRANGER_CERT} = $stranger->{cert};
 $ENV{TEST_NGINX_STRANGER_KEY}  = $stranger->{key};
 
 workers(1);
+# TLS handshakes on a loaded 2-core machine: more than the default 3 s per block
+timeout(15);
 run_tests();
 
 __DATA__
