@@ -6,11 +6,13 @@
 //! We deliberately dial a single endpoint at a time (not a balanced list, which
 //! would hold a connection to every member): connection count must not grow
 //! with the cluster size. A transport failure moves to the next endpoint.
+//!
+//! Transport knows no services: the streams that run over the sync channel
+//! belong to the services, registered in [`crate::registry`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -70,12 +72,6 @@ struct Dialed {
 /// The long-lived connections of one worker to one etcd cluster.
 pub struct Connection {
     config: Config,
-    /// The Watch streams' owners, one per metadata set (etcd applies a
-    /// stream's metadata to every watcher on it), each started with its
-    /// first watcher. All of them share the sync channel. Weak: a hub (its
-    /// task and stream) lives as long as its watchers, so metadata sets
-    /// that stop being used do not pile up streams.
-    hubs: Mutex<HashMap<Metadata, Weak<crate::watch::Hub>>>,
     crud: Mutex<Option<Dialed>>,
     sync: Mutex<Option<Dialed>>,
     /// Rotates over endpoints after failures; shared by both channels so
@@ -100,7 +96,6 @@ impl Connection {
         let first = config.first % config.endpoints.len();
         Ok(Connection {
             config,
-            hubs: Mutex::new(HashMap::new()),
             crud: Mutex::new(None),
             sync: Mutex::new(None),
             next: AtomicUsize::new(first),
@@ -158,35 +153,6 @@ impl Connection {
                 Ordering::Relaxed,
             );
         }
-    }
-
-    /// The hub that multiplexes this connection's watchers with metadata
-    /// `meta`, started on first use. Must be called inside the runtime.
-    pub fn watch_hub(self: &Arc<Self>, meta: &Metadata) -> Arc<crate::watch::Hub> {
-        let mut guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(hub) = guard.get(meta).and_then(Weak::upgrade) {
-            return hub;
-        }
-        guard.retain(|_, hub| hub.strong_count() > 0);
-        let hub = crate::watch::Hub::start(Arc::downgrade(self), meta.clone());
-        guard.insert(meta.clone(), Arc::downgrade(&hub));
-        hub
-    }
-
-    /// Live watchers on this connection's Watch streams.
-    pub fn watchers(&self) -> usize {
-        let guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .values()
-            .filter_map(Weak::upgrade)
-            .map(|h| h.live())
-            .sum()
-    }
-
-    /// Watch streams (hubs) alive on this connection.
-    pub fn watch_streams(&self) -> usize {
-        let guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        guard.values().filter(|h| h.strong_count() > 0).count()
     }
 
     /// Largest response accepted, in bytes.

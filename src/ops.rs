@@ -50,18 +50,21 @@ pub async fn execute(conn: Arc<Connection>, meta: Metadata, op: Op) -> Result<Re
     let outcome = match op {
         Op::Range(req) => kv::range(&conn, meta, req)
             .await
-            .map(|r| shape::range_reply(&r)),
+            .map(|r| shape::kv::range_reply(&r)),
         Op::Put(req) => kv::put(&conn, meta, req)
             .await
-            .map(|r| shape::put_reply(&r)),
+            .map(|r| shape::kv::put_reply(&r)),
         Op::DeleteRange(req) => kv::delete_range(&conn, meta, req)
             .await
-            .map(|r| shape::delete_reply(&r)),
+            .map(|r| shape::kv::delete_reply(&r)),
         Op::Txn(req) => kv::txn(&conn, meta, req)
             .await
-            .map(|r| shape::txn_reply(&r)),
+            .map(|r| shape::kv::txn_reply(&r)),
         Op::Refuse(msg) => Err(Error::bad_request(msg)),
-        Op::WatchRead(w) => w.next().await.map(|v| Reply::ok(v, None)),
+        Op::WatchRead(w) => w
+            .next()
+            .await
+            .map(|r| Reply::ok(shape::watch::response(&r, w.watch_id()), None)),
         Op::Version => maintenance::status(&conn, meta)
             .await
             .map(|r| shape::version_reply(&r)),

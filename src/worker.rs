@@ -17,6 +17,7 @@ use crate::doorbell::{Doorbell, Listener};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 use crate::ops::{self, Op};
+use crate::registry::Streams;
 use crate::runtime;
 use crate::shape::Reply;
 
@@ -31,6 +32,8 @@ pub struct Worker {
     bell: Arc<Doorbell>,
     bridge: Bridge<Reply>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// The services' long-lived streams over those connections.
+    streams: Streams,
     closed: AtomicBool,
     calls: AtomicU64,
 }
@@ -80,6 +83,7 @@ impl Worker {
             bridge: Bridge::new(bell.clone()),
             bell,
             connections: Mutex::new(HashMap::new()),
+            streams: Streams::default(),
             closed: AtomicBool::new(false),
             calls: AtomicU64::new(0),
         })
@@ -109,7 +113,7 @@ impl Worker {
     ) -> crate::watch::Watcher {
         // The hub task is spawned on first use: it must see our runtime.
         let _ctx = self.handle.enter();
-        conn.watch_hub(meta).watch(spec)
+        self.streams.watch_hub(conn, meta).watch(spec)
     }
 
     /// Starts `job`; its result arrives through [`Worker::drain`].
@@ -158,6 +162,7 @@ impl Worker {
     pub fn shutdown(&self) {
         self.bridge.begin_exit();
         self.closed.store(true, Ordering::Release);
+        self.streams.shutdown();
         self.bell.detach();
         self.connections
             .lock()
@@ -175,24 +180,19 @@ impl Worker {
 
     /// Figures for introspection.
     pub fn stats(&self) -> Stats {
-        // One lock for both figures (a guard in a struct literal would live
-        // to the end of the statement and deadlock a second lock).
-        let (connections, watchers, watch_streams) = {
-            let map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-            (
-                map.len(),
-                map.values().map(|c| c.watchers()).sum(),
-                map.values().map(|c| c.watch_streams()).sum(),
-            )
-        };
+        let connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
         Stats {
             pid: self.pid,
             runtimes_created: CREATED.load(Ordering::Relaxed),
             in_flight: self.bridge.in_flight(),
             calls: self.calls.load(Ordering::Relaxed),
             connections,
-            watchers,
-            watch_streams,
+            watchers: self.streams.watch.live(),
+            watch_streams: self.streams.watch.streams(),
             exiting: self.bridge.is_exiting(),
         }
     }

@@ -1,7 +1,8 @@
 //! The hub's bookkeeping: which watchers are live, what etcd calls each of
 //! them on the current stream, where each would resume, and what every
 //! response from etcd does to them. No I/O here: requests go out through
-//! the stream's request channel.
+//! the stream's request channel. Responses stay etcd's typed messages;
+//! shaping happens where replies are built.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -14,12 +15,11 @@ use crate::pb::etcdserverpb::{
     watch_request::RequestUnion, WatchCancelRequest as PbWatchCancelRequest,
     WatchRequest as PbWatchRequest, WatchResponse as PbWatchResponse,
 };
-use crate::shape::{self, Value};
 
 /// One live watcher, as the hub tracks it.
 pub(super) struct Live {
     spec: Spec,
-    tx: mpsc::Sender<Value>,
+    tx: mpsc::Sender<PbWatchResponse>,
     ended: Arc<Mutex<Option<String>>>,
     /// etcd's id for it on the current stream, once created.
     etcd_id: Option<i64>,
@@ -29,6 +29,26 @@ pub(super) struct Live {
     acked: bool,
     /// Events of a fragmented response, until its last fragment.
     fragments: Vec<crate::pb::mvccpb::Event>,
+    /// Encoded size of `fragments`, bounded by [`MergeLimit`].
+    merged_bytes: usize,
+}
+
+/// How much of a fragmented response is merged before the watcher is
+/// ended instead: a fragmented revision (a huge transaction or range
+/// delete) would otherwise grow memory without bound.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MergeLimit {
+    pub(super) bytes: usize,
+    pub(super) events: usize,
+}
+
+impl Default for MergeLimit {
+    fn default() -> Self {
+        MergeLimit {
+            bytes: 256 * 1024 * 1024,
+            events: 1_000_000,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -38,6 +58,7 @@ pub(super) struct State {
     /// Watchers whose create was queued, in order; the head's is in flight.
     pub(super) pending: VecDeque<u64>,
     pub(super) counter: Arc<std::sync::atomic::AtomicUsize>,
+    pub(super) merge: MergeLimit,
 }
 
 impl State {
@@ -54,7 +75,20 @@ impl State {
         for w in self.live.values_mut() {
             w.etcd_id = None;
             w.fragments.clear();
+            w.merged_bytes = 0;
         }
+    }
+
+    /// Ends every watcher with `reason` (their readers get it after what
+    /// is buffered) and forgets them.
+    pub(super) fn end_all(&mut self, reason: &str) {
+        for w in self.live.values() {
+            end(w, reason);
+        }
+        self.live.clear();
+        self.by_etcd.clear();
+        self.pending.clear();
+        self.count();
     }
 }
 
@@ -88,9 +122,14 @@ fn add(
     st: &mut State,
     id: u64,
     spec: Spec,
-    tx: mpsc::Sender<Value>,
+    tx: mpsc::Sender<PbWatchResponse>,
     ended: Arc<Mutex<Option<String>>>,
 ) {
+    // test builds only: a key that makes the hub's task panic
+    #[cfg(test)]
+    if spec.create.key == super::tests::PANIC_KEY {
+        panic!("deliberate panic in the watch state");
+    }
     st.live.insert(
         id,
         Live {
@@ -101,6 +140,7 @@ fn add(
             next_rev: 0,
             acked: false,
             fragments: Vec::new(),
+            merged_bytes: 0,
         },
     );
     st.pending.push_back(id);
@@ -157,12 +197,30 @@ pub(super) fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Reques
         return;
     };
     if resp.fragment {
+        w.merged_bytes += resp
+            .events
+            .iter()
+            .map(prost::Message::encoded_len)
+            .sum::<usize>();
         w.fragments.extend(resp.events);
+        if w.merged_bytes > st.merge.bytes || w.fragments.len() > st.merge.events {
+            end(
+                w,
+                &format!(
+                    "watch response too large: fragments over {} bytes or {} events, watcher canceled",
+                    st.merge.bytes, st.merge.events
+                ),
+            );
+            send_cancel(req_tx, resp.watch_id);
+            st.by_etcd.remove(&resp.watch_id);
+            st.live.remove(&id);
+        }
         return;
     }
     let mut resp = resp;
     if !w.fragments.is_empty() {
         let mut all = std::mem::take(&mut w.fragments);
+        w.merged_bytes = 0;
         all.extend(resp.events);
         resp.events = all;
     }
@@ -173,13 +231,13 @@ pub(super) fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Reques
         let rev = resp.header.as_ref().map_or(0, |h| h.revision);
         w.next_rev = w.next_rev.max(rev + 1);
     }
-    let canceled = resp.canceled;
-    let ok = deliver(w, &resp);
+    let (canceled, watch_id) = (resp.canceled, resp.watch_id);
+    let ok = deliver(w, resp);
     if canceled || !ok {
         if !ok {
-            send_cancel(req_tx, resp.watch_id);
+            send_cancel(req_tx, watch_id);
         }
-        st.by_etcd.remove(&resp.watch_id);
+        st.by_etcd.remove(&watch_id);
         st.live.remove(&id);
     }
 }
@@ -214,19 +272,20 @@ fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
                 w.next_rev - 1
             );
         }
-        let ok = if first || resp.canceled {
-            deliver(w, &resp)
+        let (canceled, watch_id) = (resp.canceled, resp.watch_id);
+        let ok = if first || canceled {
+            deliver(w, resp)
         } else {
             true
         };
-        if resp.canceled || !ok {
-            if went_back || !resp.canceled {
-                send_cancel(req_tx, resp.watch_id);
+        if canceled || !ok {
+            if went_back || !canceled {
+                send_cancel(req_tx, watch_id);
             }
             st.live.remove(&id);
         } else {
-            w.etcd_id = Some(resp.watch_id);
-            st.by_etcd.insert(resp.watch_id, id);
+            w.etcd_id = Some(watch_id);
+            st.by_etcd.insert(watch_id, id);
         }
     } else if !resp.canceled {
         // Removed while its create was in flight.
@@ -237,14 +296,113 @@ fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
 
 /// Hands a response to the watcher's buffer; false if the buffer is full
 /// (the watcher is then ended as too slow) or the reader is gone.
-fn deliver(w: &Live, resp: &PbWatchResponse) -> bool {
-    let shaped = shape::watch_response(resp, w.spec.create.watch_id);
-    match w.tx.try_send(shaped) {
+fn deliver(w: &Live, resp: PbWatchResponse) -> bool {
+    match w.tx.try_send(resp) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
             end(w, "watcher buffer full: reader too slow, watcher canceled");
             false
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::mvccpb::{Event, KeyValue};
+
+    fn created(watch_id: i64) -> PbWatchResponse {
+        PbWatchResponse {
+            created: true,
+            watch_id,
+            ..Default::default()
+        }
+    }
+
+    fn fragment(watch_id: i64, value: usize, more: bool) -> PbWatchResponse {
+        PbWatchResponse {
+            watch_id,
+            fragment: more,
+            events: vec![Event {
+                kv: Some(KeyValue {
+                    key: b"k".to_vec(),
+                    value: vec![b'x'; value],
+                    mod_revision: 5,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    type Fixture = (
+        State,
+        mpsc::Receiver<PbWatchResponse>,
+        Arc<Mutex<Option<String>>>,
+        mpsc::UnboundedReceiver<PbWatchRequest>,
+        Requests,
+    );
+
+    /// A state with one created watcher (etcd id 7) and its reader.
+    fn one_watcher(limit: MergeLimit) -> Fixture {
+        let mut st = State {
+            merge: limit,
+            ..State::default()
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let ended = Arc::new(Mutex::new(None));
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let spec = Spec {
+            create: Default::default(),
+            buffer: 16,
+        };
+        online(&mut st, Cmd::Add(1, spec, tx, ended.clone()), &req_tx);
+        on_response(&mut st, created(7), &req_tx);
+        (st, rx, ended, req_rx, req_tx)
+    }
+
+    #[test]
+    fn fragments_are_merged_into_one_response() {
+        let (mut st, mut rx, _, _, req_tx) = one_watcher(MergeLimit::default());
+        assert!(rx.try_recv().unwrap().created);
+        on_response(&mut st, fragment(7, 10, true), &req_tx);
+        on_response(&mut st, fragment(7, 10, true), &req_tx);
+        assert!(rx.try_recv().is_err(), "a fragment was delivered alone");
+        on_response(&mut st, fragment(7, 10, false), &req_tx);
+        assert_eq!(rx.try_recv().unwrap().events.len(), 3);
+        assert_eq!(st.live.len(), 1);
+    }
+
+    #[test]
+    fn a_merge_over_the_limit_ends_the_watcher_clearly() {
+        let limit = MergeLimit {
+            bytes: 100,
+            events: 1000,
+        };
+        let (mut st, mut rx, ended, mut req_rx, req_tx) = one_watcher(limit);
+        let _ = rx.try_recv();
+        while req_rx.try_recv().is_ok() {}
+        on_response(&mut st, fragment(7, 60, true), &req_tx);
+        assert_eq!(st.live.len(), 1);
+        on_response(&mut st, fragment(7, 60, true), &req_tx);
+        assert!(st.live.is_empty(), "the watcher outlived the limit");
+        let reason = ended.lock().unwrap().clone().unwrap_or_default();
+        assert!(reason.starts_with("watch response too large"), "{reason}");
+        assert!(matches!(
+            req_rx.try_recv().ok().and_then(|r| r.request_union),
+            Some(RequestUnion::CancelRequest(_))
+        ));
+        // too many events counts as well
+        let limit = MergeLimit {
+            bytes: usize::MAX,
+            events: 2,
+        };
+        let (mut st, _rx, _, _, req_tx) = one_watcher(limit);
+        for _ in 0..3 {
+            on_response(&mut st, fragment(7, 1, true), &req_tx);
+        }
+        assert!(st.live.is_empty());
     }
 }
