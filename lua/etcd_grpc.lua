@@ -20,6 +20,7 @@ local str_sub = string.sub
 local setmetatable = setmetatable
 local math_max = math.max
 local tonumber = tonumber
+local math_huge = math.huge
 
 local bridge_call = bridge.call
 
@@ -365,6 +366,17 @@ function _M.setx(self, key, val, opts)
 end
 
 
+-- The third value of watch(key, {need_cancel = true}): what watchcancel
+-- takes (and, like lua-resty-http's client, closes).
+local watch_handle = {}
+local watch_handle_mt = { __index = watch_handle }
+
+
+function watch_handle.close(self)
+    return self._watcher:cancel()
+end
+
+
 -- A watch is a native watcher on the worker's shared Watch stream plus a
 -- reader closure. Dropping the reader (GC) cancels the watcher on etcd.
 local function watch(self, key, range_end, opts)
@@ -416,7 +428,9 @@ local function watch(self, key, range_end, opts)
     end
 
     if opts.need_cancel == true then
-        return reader, nil, w
+        -- a table, as lua-resty-etcd's http client is: callers check
+        -- type(handle) == "table"
+        return reader, nil, setmetatable({ _watcher = w }, watch_handle_mt)
     end
     return reader
 end
@@ -434,10 +448,102 @@ end
 
 
 function _M.watchcancel(self, handle)
-    if type(handle) ~= "userdata" then
-        return nil, "not initialized"
+    if type(handle) == "table" and handle._watcher then
+        return handle._watcher:cancel()
     end
-    return handle:cancel()
+    return nil, "not initialized"
+end
+
+
+-- Leases (contract section 6): lua-resty-etcd's argument checks and
+-- wording; IDs may be numbers or decimal strings (results give strings,
+-- which round-trip above 2^53). These calls honour cli.timeout.
+function _M.grant(self, ttl, id)
+    if ttl == nil then
+        return nil, "lease grant command needs TTL argument"
+    end
+    if type(ttl) ~= "number" or ttl % 1 ~= 0 then
+        return nil, "ttl must be integer"
+    end
+    return call(self, "grant", { ttl = ttl, id = id }, call_timeout(self))
+end
+
+
+function _M.revoke(self, id)
+    if id == nil then
+        return nil, "lease revoke command needs ID argument"
+    end
+    return call(self, "revoke", { id = id }, call_timeout(self))
+end
+
+
+function _M.keepalive(self, id)
+    if id == nil then
+        return nil, "lease keepalive command needs ID argument"
+    end
+    return call(self, "keepalive", { id = id }, call_timeout(self))
+end
+
+
+function _M.timetolive(self, id, keys)
+    if id == nil then
+        return nil, "lease timetolive command needs ID argument"
+    end
+    return call(self, "timetolive", { id = id, keys = keys and true or false },
+                call_timeout(self))
+end
+
+
+function _M.leases(self)
+    return call(self, "leases", nil, call_timeout(self))
+end
+
+
+-- A background keeper of lease `id`: renewed by the runtime at TTL/3 over
+-- the worker's one LeaseKeepAlive stream. Starts at once in any phase.
+local keeper = {}
+local keeper_mt = { __index = keeper }
+
+
+function keeper.state(self)
+    return self._native:state()
+end
+
+
+-- Yields until the keeper is no longer "alive" or `timeout` seconds
+-- passed; returns the state.
+function keeper.wait(self, timeout)
+    if type(timeout) ~= "number" or not (timeout > 0 and timeout < math_huge) then
+        error("timeout must be a positive number", 2)
+    end
+    local res, err = bridge_call(self._native, "wait", { timeout = timeout }, timeout + 1)
+    if not res then
+        return nil, err
+    end
+    return res.body
+end
+
+
+-- Stops renewing (the lease is not revoked); GC does the same.
+function keeper.cancel(self)
+    return self._native:cancel()
+end
+
+
+function _M.lease_keeper(self, id)
+    if id == nil then
+        return nil, "lease keeper needs ID argument"
+    end
+    local native, err = native_client(self)
+    if not native then
+        return nil, err
+    end
+    local k
+    k, err = native:keeper({ id = id })
+    if not k then
+        return nil, err
+    end
+    return setmetatable({ _native = k, id = k:lease() }, keeper_mt)
 end
 
 

@@ -38,6 +38,12 @@ pub enum Error {
     Ended(String),
     /// A panic inside the library; the worker survives, the call fails.
     Panic(String),
+    /// A stream that should have answered ended without a message
+    /// (`<endpoint>: stream ended without an answer`).
+    NoAnswer {
+        /// The endpoint the stream went to (`http://host:port`).
+        endpoint: String,
+    },
 }
 
 impl Error {
@@ -144,6 +150,7 @@ impl fmt::Display for Error {
             Error::Transport { endpoint, reason } => write!(f, "{endpoint}: {reason}"),
             Error::InvalidArgument(msg) | Error::Ended(msg) => f.write_str(msg),
             Error::Panic(msg) => write!(f, "internal error: {msg}"),
+            Error::NoAnswer { endpoint } => write!(f, "{endpoint}: stream ended without an answer"),
         }
     }
 }

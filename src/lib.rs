@@ -8,7 +8,8 @@
 //! - [`connection`]: endpoints to long-lived gRPC channels, failover (no
 //!   services: it gives channels and failure reports).
 //! - [`metadata`]: a client's `extra_headers` as gRPC metadata.
-//! - [`kv`], [`watch`], [`maintenance`]: one etcd service each.
+//! - [`kv`], [`watch`], [`lease`], [`maintenance`]: one etcd service each
+//!   ([`lease::keeper`]: background keepers on one LeaseKeepAlive stream).
 //! - [`stream`]: the one supervisor of every long-lived stream (open with a
 //!   deadline, jittered backoff, failover, shutdown, panic containment).
 //! - [`registry`]: the services' streams of a worker, keyed by connection
@@ -30,6 +31,7 @@ pub mod connection;
 pub mod doorbell;
 pub mod error;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod metadata;
 pub mod ops;

@@ -78,6 +78,8 @@ impl<H: Hub> Registry<H> {
 pub struct Streams {
     /// Watch hubs.
     pub watch: Registry<crate::watch::Hub>,
+    /// LeaseKeepAlive hubs.
+    pub lease: Registry<crate::lease::keeper::Keepers>,
     trigger: ShutdownTrigger,
 }
 
@@ -86,6 +88,7 @@ impl Default for Streams {
         let (trigger, _) = shutdown_signal();
         Streams {
             watch: Registry::default(),
+            lease: Registry::default(),
             trigger,
         }
     }
@@ -98,6 +101,31 @@ impl Streams {
         self.watch.get_or_start(conn, meta, || {
             crate::watch::Hub::start(Arc::downgrade(conn), meta.clone(), self.trigger.signal())
         })
+    }
+
+    /// The lease keepers' hub of `conn` for `meta`, started on first use.
+    /// Must be called inside the runtime.
+    pub fn keepers(
+        &self,
+        conn: &Arc<Connection>,
+        meta: &Metadata,
+    ) -> Arc<crate::lease::keeper::Keepers> {
+        self.lease.get_or_start(conn, meta, || {
+            crate::lease::keeper::Keepers::start(
+                Arc::downgrade(conn),
+                meta.clone(),
+                self.trigger.signal(),
+            )
+        })
+    }
+
+    /// Renewals sent by every keepers' hub (figures).
+    pub fn renewals(&self) -> u64 {
+        let map = self.lease.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter_map(Weak::upgrade)
+            .map(|h| h.figures().sent.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 
     /// Ends every supervised stream (worker exit).

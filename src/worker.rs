@@ -116,6 +116,19 @@ impl Worker {
         self.streams.watch_hub(conn, meta).watch(spec)
     }
 
+    /// Starts a keeper of lease `id` on the LeaseKeepAlive stream of `conn`
+    /// that carries metadata `meta`.
+    pub fn keep_lease(
+        &self,
+        conn: &Arc<Connection>,
+        meta: &Metadata,
+        id: i64,
+    ) -> crate::lease::keeper::Keeper {
+        // The keepers' task is spawned on first use: it must see our runtime.
+        let _ctx = self.handle.enter();
+        self.streams.keepers(conn, meta).keep(id)
+    }
+
     /// Starts `job`; its result arrives through [`Worker::drain`].
     pub fn submit<F>(&self, timeout: Duration, job: F) -> u64
     where
@@ -193,6 +206,9 @@ impl Worker {
             connections,
             watchers: self.streams.watch.live(),
             watch_streams: self.streams.watch.streams(),
+            lease_keepers: self.streams.lease.live(),
+            lease_streams: self.streams.lease.streams(),
+            lease_renewals: self.streams.renewals(),
             exiting: self.bridge.is_exiting(),
         }
     }
@@ -215,6 +231,13 @@ pub struct Stats {
     pub watchers: usize,
     /// Watch streams open for them (one per connection and metadata set).
     pub watch_streams: usize,
+    /// Live lease keepers.
+    pub lease_keepers: usize,
+    /// LeaseKeepAlive streams open for them (one per connection and
+    /// metadata set).
+    pub lease_streams: usize,
+    /// Renewals the keepers sent.
+    pub lease_renewals: u64,
     /// Whether the worker is exiting.
     pub exiting: bool,
 }
