@@ -101,8 +101,15 @@ fn running() -> Running {
     }
 }
 
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// Waits up to 5 s (a loaded machine is slow) until the probe logged
+/// `n` entries.
+async fn settle(probe: &Probe, n: usize) {
+    for _ in 0..100 {
+        if probe.log().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,15 +124,16 @@ async fn a_panic_is_contained_reported_and_the_task_serves_on() {
     cmds.send(1).unwrap();
     cmds.send(13).unwrap();
     cmds.send(2).unwrap();
-    settle().await;
+    settle(&probe, 3).await;
     assert_eq!(
         probe.log(),
         ["cmd 1", "panic internal error: unlucky command", "cmd 2"]
     );
     assert_eq!(counters.panics.load(Ordering::Relaxed), 1);
     trigger.fire();
-    settle().await;
+    settle(&probe, 4).await;
     assert_eq!(probe.log().last().map(String::as_str), Some("shutdown"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(cmds.send(3).is_err(), "the task still runs after shutdown");
 }
 
@@ -135,6 +143,6 @@ async fn the_task_ends_when_its_handles_are_gone() {
         _conn, probe, cmds, ..
     } = running();
     drop(cmds);
-    settle().await;
+    settle(&probe, 1).await;
     assert_eq!(probe.log(), ["shutdown"]);
 }
