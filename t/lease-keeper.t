@@ -112,12 +112,14 @@ cancel: true, state: canceled, wait: canceled
 
 
 
-=== TEST 4: a garbage-collected keeper cancels itself
+=== TEST 4: a garbage-collected keeper cancels itself (its stream stays up for another keeper)
 --- config
     location = /t {
         content_by_lua_block {
             local cli = require("etcd_grpc_test").client()
             local id = assert(cli:grant(2)).body.ID
+            local other_id = assert(cli:grant(2)).body.ID
+            local other = assert(cli:lease_keeper(other_id))
             do
                 local k = assert(cli:lease_keeper(id))
                 ngx.sleep(0.2)
@@ -128,13 +130,17 @@ cancel: true, state: canceled, wait: canceled
             ngx.sleep(0.2)
             ngx.say("after GC: ", require("etcd_grpc").stats().lease_keepers)
             ngx.sleep(3)
-            ngx.say("TTL: ", assert(cli:timetolive(id)).body.TTL)
+            ngx.say("collected one's TTL: ", assert(cli:timetolive(id)).body.TTL)
+            ngx.say("other: ", other:state(), ", TTL > 0: ",
+                    tonumber(assert(cli:timetolive(other_id)).body.TTL) > 0)
+            other:cancel()
         }
     }
 --- response_body
-keepers: 1
-after GC: 0
-TTL: -1
+keepers: 2
+after GC: 1
+collected one's TTL: -1
+other: alive, TTL > 0: true
 
 
 
