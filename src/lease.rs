@@ -18,6 +18,15 @@ use crate::pb::etcdserverpb::{
 
 pub mod keeper;
 
+/// A lease ID given as text: decimal, surrounding blanks ignored, the
+/// whole int64 range exact (Lua numbers stop being exact at 2^53, so IDs
+/// travel as strings).
+pub fn parse_id(text: &str) -> Result<i64> {
+    text.trim()
+        .parse::<i64>()
+        .map_err(|_| Error::InvalidArgument("ID must be integer".into()))
+}
+
 /// Makes one unary Lease call.
 macro_rules! lease_call {
     ($conn:expr, $meta:expr, $method:ident, $req:expr) => {{
@@ -83,5 +92,22 @@ pub async fn keep_alive_once(
             endpoint: route.endpoint,
         }),
         Err(status) => Err(conn.failed(&route, status)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_exactly_over_the_whole_int64_range() {
+        assert_eq!(parse_id("9007199254740993").unwrap(), 9_007_199_254_740_993);
+        assert_eq!(parse_id(" 12345 ").unwrap(), 12345);
+        assert_eq!(parse_id("9223372036854775807").unwrap(), i64::MAX);
+        assert_eq!(parse_id("-1").unwrap(), -1);
+        for bad in ["", "12x", "0x10", "1.5", "9223372036854775808", "1e3"] {
+            let e = parse_id(bad).unwrap_err();
+            assert_eq!(e.to_string(), "ID must be integer", "{bad:?}");
+        }
     }
 }

@@ -165,6 +165,7 @@ pub fn lease_id(t: &Table) -> Result<i64> {
     let v: LuaValue = t.raw_get("id").map_err(|e| bad(e.to_string()))?;
     match v {
         LuaValue::Nil => Ok(0),
+        LuaValue::String(s) => crate::lease::parse_id(&s.to_string_lossy()),
         v => int_value(&v, "ID"),
     }
 }
