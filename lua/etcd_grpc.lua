@@ -21,6 +21,7 @@ local setmetatable = setmetatable
 local math_max = math.max
 local tonumber = tonumber
 local math_huge = math.huge
+local get_phase = ngx and ngx.get_phase
 
 local bridge_call = bridge.call
 
@@ -533,6 +534,10 @@ end
 function _M.lease_keeper(self, id)
     if id == nil then
         return nil, "lease keeper needs ID argument"
+    end
+    -- the master's runtime would not survive fork: keepers belong to workers
+    if get_phase and get_phase() == "init" then
+        return nil, "lease keepers are not available in the init phase"
     end
     local native, err = native_client(self)
     if not native then

@@ -255,3 +255,28 @@ alive: 1000, renewed in 10 s: true
 --- timeout: 90
 --- error_log eval
 qr/1000 keepers \(TTL 30\): \d+ ms CPU over 10 s, \d+ renewals/
+
+
+
+=== TEST 8: lease_keeper in init_by_lua (the master) is refused, workers keep leases
+--- http_config
+    init_by_lua_block {
+        local cli = require("etcd_grpc_test").client()
+        local k, err = cli:lease_keeper(88888)
+        package.loaded.lk8 = { k = k, err = err }
+    }
+--- config
+    location = /t {
+        content_by_lua_block {
+            local s = package.loaded.lk8
+            ngx.say("in init: ", tostring(s.k), ", ", s.err)
+            local cli = require("etcd_grpc_test").client()
+            local id = assert(cli:grant(2)).body.ID
+            local k = assert(cli:lease_keeper(id))
+            ngx.say("in a worker: ", k:wait(3))
+            k:cancel()
+        }
+    }
+--- response_body
+in init: nil, lease keepers are not available in the init phase
+in a worker: alive
