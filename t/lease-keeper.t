@@ -280,3 +280,23 @@ qr/1000 keepers \(TTL 30\): \d+ ms CPU over 10 s, \d+ renewals/
 --- response_body
 in init: nil, lease keepers are not available in the init phase
 in a worker: alive
+
+
+
+=== TEST 9: etcd restarted from an empty store: the lease is unknown after the reconnect, the keeper reports lost
+--- config
+    location = /t {
+        content_by_lua_block {
+            local cli = require("etcd_grpc_test").client()
+            local id = assert(cli:grant(30)).body.ID
+            local k = assert(cli:lease_keeper(id))
+            ngx.say("before: ", k:wait(1))
+            os.execute(os.getenv("TEST_NGINX_ETCD_RESTART") .. " 0.5 wipe >/dev/null 2>&1")
+            ngx.say("after the wipe: ", k:wait(10))
+            ngx.say("keepers: ", require("etcd_grpc").stats().lease_keepers)
+        }
+    }
+--- response_body
+before: alive
+after the wipe: lost
+keepers: 0
