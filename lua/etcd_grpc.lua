@@ -18,10 +18,13 @@ local str_byte = string.byte
 local str_char = string.char
 local str_sub = string.sub
 local setmetatable = setmetatable
+local getmetatable = getmetatable
 local math_max = math.max
+local math_huge = math.huge
 local tonumber = tonumber
 local math_huge = math.huge
 local get_phase = ngx and ngx.get_phase
+local debug_getinfo = debug.getinfo
 
 local bridge_call = bridge.call
 
@@ -31,6 +34,55 @@ local mt = { __index = _M }
 
 -- A per-call timeout of 0 means nginx's socket default, as in lua-resty-etcd.
 local DEFAULT_SOCKET_TIMEOUT = 60
+
+local THIS_FILE = debug_getinfo(1, "S").source
+
+
+-- Misuse (a wrong argument) is raised, pointing at the caller's line: the
+-- first stack level outside this file, however deep inside it the check
+-- ran and whatever tail calls elided frames on the way.
+local function raise(msg)
+    local level = 2
+    while true do
+        local info = debug_getinfo(level, "S")
+        if not info or info.source ~= THIS_FILE then
+            break
+        end
+        level = level + 1
+    end
+    error(msg, level)
+end
+
+
+local function check_self(self)
+    if getmetatable(self) ~= mt then
+        raise("etcd_grpc: call client methods as cli:method(...), not cli.method(...)")
+    end
+end
+
+
+local function check_opts(opts)
+    if opts == nil then
+        return
+    end
+    if type(opts) ~= "table" then
+        raise("opts must be a table")
+    end
+    local t = opts.timeout
+    if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0 or t == math_huge) then
+        raise("opts.timeout must be a non-negative number")
+    end
+end
+
+
+-- Keys a method turns into strings itself: a string or a number, and nil
+-- where lua-resty-etcd takes it as "" (delete, rmdir, watchdir).
+local function check_key(key, nil_ok)
+    local t = type(key)
+    if t ~= "string" and t ~= "number" and not (nil_ok and key == nil) then
+        raise("key must be a string")
+    end
+end
 
 
 -- The endpoint list the native client dials, from `cli.endpoints` as it is
@@ -72,6 +124,17 @@ local function native_client(self)
         max_recv = self.max_recv_msg_size,
         -- read when the client is made (and again if endpoints change)
         extra_headers = self.extra_headers,
+        -- TLS (https:// endpoints); files are read and checked here
+        trusted_ca = self.trusted_ca,
+        ssl_verify = self.ssl_verify,
+        sni = self.sni,
+        ssl_cert_path = self.ssl_cert_path,
+        ssl_key_path = self.ssl_key_path,
+        ssl_cert = self.ssl_cert,
+        ssl_key = self.ssl_key,
+        -- auth is on when both are set
+        user = self.user,
+        password = self.password,
     })
     if not native then
         return nil, err
@@ -105,7 +168,11 @@ local function call(self, op, args, timeout)
     if not native then
         return nil, err
     end
-    return bridge_call(native, op, args, timeout)
+    local res, cerr, misuse = bridge_call(native, op, args, timeout)
+    if misuse then
+        raise(cerr)
+    end
+    return res, cerr
 end
 
 
@@ -143,6 +210,8 @@ end
 
 
 function _M.get(self, key, opts)
+    check_self(self)
+    check_opts(opts)
     if type(key) ~= "string" then
         return nil, "key must be string"
     end
@@ -162,6 +231,8 @@ end
 
 
 function _M.set(self, key, val, opts)
+    check_self(self)
+    check_opts(opts)
     if type(key) ~= "string" and type(key) ~= "number" then
         return nil, "key must be string"
     end
@@ -201,6 +272,8 @@ _M.prefix_range_end = prefix_range_end
 
 
 function _M.readdir(self, dir, opts)
+    check_self(self)
+    check_opts(opts)
     if type(dir) ~= "string" and type(dir) ~= "number" then
         return nil, "key must be string"
     end
@@ -235,6 +308,9 @@ end
 
 
 function _M.delete(self, key, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(key, true)
     -- no empty-key check, like lua-resty-etcd: etcd answers 400
     -- "key is not provided" inside res.body
     return delete(self, self.key_prefix .. tostring(key or ""), nil, opts)
@@ -242,6 +318,9 @@ end
 
 
 function _M.rmdir(self, dir, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(dir, true)
     local real_key = self.key_prefix .. tostring(dir or "")
     return delete(self, real_key, prefix_range_end(real_key), opts)
 end
@@ -310,10 +389,28 @@ local function rewrite_success(self, success)
 end
 
 
-function _M.txn(self, compare, success, failure, opts)
-    if type(compare) ~= "table" then
-        error("compare must be a table", 2)
+-- Every op list must be an array of tables; `name` names it in the error.
+local function check_ops(list, name, optional)
+    if list == nil and optional then
+        return
     end
+    if type(list) ~= "table" then
+        raise(name .. " must be a table")
+    end
+    for i, op in ipairs(list) do
+        if type(op) ~= "table" then
+            raise(name .. "[" .. i .. "] must be a table")
+        end
+    end
+end
+
+
+function _M.txn(self, compare, success, failure, opts)
+    check_self(self)
+    check_ops(compare, "compare")
+    check_ops(success, "success", true)
+    check_ops(failure, "failure", true)
+    check_opts(opts)
     if #compare < 1 then
         return nil, "compare couldn't be empty"
     end
@@ -358,11 +455,17 @@ end
 
 
 function _M.setnx(self, key, val, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(key)
     return guarded_put(self, key, val, opts, true)
 end
 
 
 function _M.setx(self, key, val, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(key)
     return guarded_put(self, key, val, opts, false)
 end
 
@@ -376,6 +479,9 @@ local watch_handle_mt = { __index = watch_handle }
 function watch_handle.close(self)
     return self._watcher:cancel()
 end
+-- The handles watch() gave out (weak: a handle still goes with its reader),
+-- so that watchcancel() refuses anything else.
+local handles = setmetatable({}, { __mode = "k" })
 
 
 -- A watch is a native watcher on the worker's shared Watch stream plus a
@@ -386,8 +492,8 @@ local function watch(self, key, range_end, opts)
         return nil, err
     end
     opts = opts or {}
-    local w
-    w, err = native:watcher({
+    local w, misuse
+    w, err, misuse = native:watcher({
         key = key,
         range_end = range_end,
         start_revision = opts.start_revision,
@@ -399,6 +505,9 @@ local function watch(self, key, range_end, opts)
         buffer = opts.buffer,
     })
     if not w then
+        if misuse then
+            raise(err)
+        end
         return nil, err
     end
 
@@ -431,28 +540,37 @@ local function watch(self, key, range_end, opts)
     if opts.need_cancel == true then
         -- a table, as lua-resty-etcd's http client is: callers check
         -- type(handle) == "table"
-        return reader, nil, setmetatable({ _watcher = w }, watch_handle_mt)
+        local handle = setmetatable({ _watcher = w }, watch_handle_mt)
+        handles[handle] = true
+        return reader, nil, handle
     end
     return reader
 end
 
 
 function _M.watch(self, key, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(key)
     return watch(self, self.key_prefix .. tostring(key), nil, opts)
 end
 
 
 function _M.watchdir(self, dir, opts)
+    check_self(self)
+    check_opts(opts)
+    check_key(dir, true)
     local real_key = self.key_prefix .. tostring(dir or "")
     return watch(self, real_key, prefix_range_end(real_key), opts)
 end
 
 
 function _M.watchcancel(self, handle)
-    if type(handle) == "table" and handle._watcher then
-        return handle._watcher:cancel()
+    check_self(self)
+    if not handles[handle] then
+        return nil, "not initialized"
     end
-    return nil, "not initialized"
+    return handle._watcher:cancel()
 end
 
 
@@ -553,6 +671,8 @@ end
 
 
 function _M.version(self, opts)
+    check_self(self)
+    check_opts(opts)
     return call(self, "version", nil, call_timeout(self, opts))
 end
 

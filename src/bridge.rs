@@ -5,6 +5,13 @@
 //! `Closed` shortly after the worker starts exiting, or with `Panic` if it
 //! panicked. So every submitted id is eventually completed exactly once and
 //! no waiter is left behind on the Lua side.
+//!
+//! What is in flight is counted here, on the runtime's side, and nowhere
+//! else: a Lua coroutine that waited can be killed (`ngx.thread.kill`, the
+//! request ending) without running any code, so a count kept in Lua can be
+//! left too high forever. A job's completion is queued before it stops
+//! counting, so once [`Bridge::in_flight`] reads 0, one more drain hands
+//! out every result there will ever be.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -24,6 +31,11 @@ use crate::error::{Error, Result};
 /// Long enough for a normal etcd round trip to finish, short enough that an
 /// exiting worker never lingers on a stuck call.
 pub const EXIT_GRACE: Duration = Duration::from_millis(500);
+
+/// Most calls one worker may have in flight at once. Every call holds its
+/// request, its future and (later) its result; a caller that submits
+/// without ever waiting must hit a wall, not exhaust the worker's memory.
+pub const MAX_IN_FLIGHT: usize = 100_000;
 
 /// One finished job: its id and its outcome.
 pub type Completion<R> = (u64, Result<R>);
@@ -54,11 +66,31 @@ impl<R: Send + 'static> Bridge<R> {
     }
 
     /// Starts `job` on `rt` and returns its id at once. The result arrives
-    /// through [`Bridge::drain`] after the doorbell rang.
-    pub fn submit<F>(&self, rt: &Handle, timeout: Duration, job: F) -> u64
+    /// through [`Bridge::drain`] after the doorbell rang. Refused with
+    /// `TooBusy` when [`MAX_IN_FLIGHT`] calls are already running.
+    pub fn submit<F>(&self, rt: &Handle, timeout: Duration, job: F) -> Result<u64>
     where
         F: Future<Output = Result<R>> + Send + 'static,
     {
+        self.submit_with_grace(rt, timeout, EXIT_GRACE, job)
+    }
+
+    /// [`Bridge::submit`] with the time the job may still run once the
+    /// worker exits: zero for a job that only waits for news (a watch
+    /// read), which an exiting worker has no use for.
+    pub fn submit_with_grace<F>(
+        &self,
+        rt: &Handle,
+        timeout: Duration,
+        grace: Duration,
+        job: F,
+    ) -> Result<u64>
+    where
+        F: Future<Output = Result<R>> + Send + 'static,
+    {
+        if self.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            return Err(Error::TooBusy(MAX_IN_FLIGHT));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tx = self.tx.clone();
         let bell = self.bell.clone();
@@ -70,14 +102,15 @@ impl<R: Send + 'static> Bridge<R> {
         // its fast bins on every call).
         let job = Box::pin(job);
         rt.spawn(async move {
-            let out = guarded(job, timeout, exiting).await;
-            in_flight.fetch_sub(1, Ordering::Relaxed);
+            let out = guarded(job, timeout, grace, exiting).await;
             // The receiver lives as long as the bridge; a send cannot fail
-            // while anyone could still read it.
+            // while anyone could still read it. Queued before the count
+            // drops: see the module doc.
             let _ = tx.send((id, out));
+            in_flight.fetch_sub(1, Ordering::Release);
             bell.ring();
         });
-        id
+        Ok(id)
     }
 
     /// Runs `job` on `rt` and waits for it on the calling thread, for the
@@ -89,7 +122,7 @@ impl<R: Send + 'static> Bridge<R> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let exiting = self.exiting.subscribe();
         rt.spawn(async move {
-            let _ = tx.send(guarded(job, timeout, exiting).await);
+            let _ = tx.send(guarded(job, timeout, EXIT_GRACE, exiting).await);
         });
         // The job's own deadline fires first; the margin only covers
         // scheduling, so a wedged runtime cannot hold the worker forever.
@@ -113,7 +146,7 @@ impl<R: Send + 'static> Bridge<R> {
 
     /// Jobs started and not yet completed.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Tells every running and future job that the worker is exiting: each
@@ -129,15 +162,21 @@ impl<R: Send + 'static> Bridge<R> {
     }
 }
 
-/// Runs `job` under its deadline, the exit signal and a panic guard.
-async fn guarded<R, F>(job: F, timeout: Duration, mut exiting: watch::Receiver<bool>) -> Result<R>
+/// Runs `job` under its deadline, the exit signal (plus `grace`) and a
+/// panic guard.
+async fn guarded<R, F>(
+    job: F,
+    timeout: Duration,
+    grace: Duration,
+    mut exiting: watch::Receiver<bool>,
+) -> Result<R>
 where
     F: Future<Output = Result<R>>,
 {
     let exit_grace = async move {
         // A closed channel means the bridge is gone: treat it as exiting.
         let _ = exiting.wait_for(|e| *e).await;
-        tokio::time::sleep(EXIT_GRACE).await;
+        tokio::time::sleep(grace).await;
     };
     tokio::select! {
         biased;
@@ -181,8 +220,12 @@ mod tests {
     fn results_are_matched_by_id() {
         let rt = rt();
         let b = Bridge::new(Arc::new(Doorbell::default()));
-        let a = b.submit(rt.handle(), Duration::from_secs(1), async { Ok(1) });
-        let c = b.submit(rt.handle(), Duration::from_secs(1), async { Ok(2) });
+        let a = b
+            .submit(rt.handle(), Duration::from_secs(1), async { Ok(1) })
+            .unwrap();
+        let c = b
+            .submit(rt.handle(), Duration::from_secs(1), async { Ok(2) })
+            .unwrap();
         let mut got = wait_drain(&b, 2);
         got.sort_by_key(|(id, _)| *id);
         assert_eq!(got[0].0, a);
@@ -208,7 +251,8 @@ mod tests {
             let _g = guard;
             std::future::pending::<()>().await;
             Ok(0)
-        });
+        })
+        .unwrap();
         let got = wait_drain(&b, 1);
         assert!(matches!(got[0].1, Err(Error::Timeout)));
         assert_eq!(
@@ -237,11 +281,62 @@ mod tests {
     fn exit_ends_stuck_jobs_after_grace() {
         let rt = rt();
         let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
-        b.submit(rt.handle(), Duration::from_secs(60), std::future::pending());
+        b.submit(rt.handle(), Duration::from_secs(60), std::future::pending())
+            .unwrap();
         b.begin_exit();
         let t0 = std::time::Instant::now();
         let got = wait_drain(&b, 1);
         assert!(matches!(got[0].1, Err(Error::Closed)));
         assert!(t0.elapsed() < EXIT_GRACE + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_job_without_grace_ends_at_once_on_exit() {
+        let rt = rt();
+        let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
+        b.submit_with_grace(
+            rt.handle(),
+            Duration::from_secs(60),
+            Duration::ZERO,
+            std::future::pending(),
+        )
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        b.begin_exit();
+        let got = wait_drain(&b, 1);
+        assert!(matches!(got[0].1, Err(Error::Closed)));
+        assert!(t0.elapsed() < EXIT_GRACE / 2);
+    }
+
+    #[test]
+    fn a_result_is_queued_before_in_flight_drops() {
+        // The exit path relies on it: in_flight == 0 means one more drain
+        // sees every result.
+        let rt = rt();
+        let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
+        for i in 0..200 {
+            b.submit(rt.handle(), Duration::from_secs(5), async move { Ok(i) })
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while b.in_flight() > 0 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let mut n = 0;
+        b.drain(|_, _| n += 1);
+        assert_eq!(n, 200);
+    }
+
+    #[test]
+    fn submissions_past_the_cap_are_refused() {
+        let rt = rt();
+        let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
+        b.in_flight.store(MAX_IN_FLIGHT, Ordering::Relaxed);
+        let r = b.submit(rt.handle(), Duration::from_secs(1), async { Ok(1) });
+        assert!(matches!(r, Err(Error::TooBusy(_))));
+        b.in_flight.store(0, Ordering::Relaxed);
+        assert!(b
+            .submit(rt.handle(), Duration::from_secs(1), async { Ok(1) })
+            .is_ok());
     }
 }

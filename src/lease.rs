@@ -78,6 +78,7 @@ pub async fn keep_alive_once(
     meta: &Metadata,
     id: i64,
 ) -> Result<PbLeaseKeepAliveResponse> {
+    let meta = &conn.authorize(meta).await?;
     let route = conn.crud()?;
     let one = futures::stream::iter([PbLeaseKeepAliveRequest { id }]);
     let mut client =

@@ -7,6 +7,9 @@
 //! - [`pb`]: code generated from `proto/` (etcd's wire types).
 //! - [`connection`]: endpoints to long-lived gRPC channels, failover (no
 //!   services: it gives channels and failure reports).
+//! - [`tls`]: TLS settings, rustls configuration, the `https://` connector.
+//! - [`auth`]: Authenticate and the connection's token (single flight).
+//! - [`notice`]: warnings queued for nginx's error log.
 //! - [`metadata`]: a client's `extra_headers` as gRPC metadata.
 //! - [`kv`], [`watch`], [`lease`], [`maintenance`]: one etcd service each
 //!   ([`lease::keeper`]: background keepers on one LeaseKeepAlive stream).
@@ -26,6 +29,7 @@
 //! Only the binding knows Lua and only `runtime`/`worker`/`doorbell` know
 //! nginx's process model; everything else is an ordinary async etcd client.
 
+pub mod auth;
 pub mod bridge;
 pub mod connection;
 pub mod doorbell;
@@ -34,12 +38,14 @@ pub mod kv;
 pub mod lease;
 pub mod maintenance;
 pub mod metadata;
+pub mod notice;
 pub mod ops;
 pub mod pb;
 pub mod registry;
 pub mod runtime;
 pub mod shape;
 pub mod stream;
+pub mod tls;
 pub mod watch;
 pub mod worker;
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::connection::{Config, Connection};
+use crate::connection::{Connection, Key};
 use crate::metadata::Metadata;
 use crate::stream::{shutdown_signal, ShutdownTrigger};
 
@@ -26,7 +26,7 @@ pub trait Hub: Send + Sync + 'static {
 
 /// The hubs of one service.
 pub struct Registry<H> {
-    map: Mutex<HashMap<(Config, Metadata), Weak<H>>>,
+    map: Mutex<HashMap<(Key, Metadata), Weak<H>>>,
 }
 
 impl<H: Hub> Default for Registry<H> {
@@ -45,7 +45,7 @@ impl<H: Hub> Registry<H> {
         meta: &Metadata,
         start: impl FnOnce() -> Arc<H>,
     ) -> Arc<H> {
-        let key = (conn.config().clone(), meta.clone());
+        let key = (conn.config().key(), meta.clone());
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(hub) = map.get(&key).and_then(Weak::upgrade) {
             if hub.serves(conn) {

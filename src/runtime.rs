@@ -65,7 +65,7 @@ pub fn build_worker_runtime() -> Result<Runtime> {
         .on_thread_start(block_all_signals)
         .enable_all()
         .build()
-        .map_err(|e| Error::InvalidArgument(format!("failed to start runtime: {e}")))
+        .map_err(|e| Error::Internal(format!("failed to start runtime: {e}")))
 }
 
 /// Builds a runtime that lives on the calling thread only, for a single call
@@ -77,5 +77,5 @@ pub fn build_throwaway_runtime() -> Result<Runtime> {
         .on_thread_start(block_all_signals)
         .enable_all()
         .build()
-        .map_err(|e| Error::InvalidArgument(format!("failed to start runtime: {e}")))
+        .map_err(|e| Error::Internal(format!("failed to start runtime: {e}")))
 }

@@ -22,7 +22,8 @@
 //!   then the supervisor starts over after a backoff.
 //!
 //! The outgoing request of every stream is built in one place,
-//! [`stream_request`], which is where per-request credentials belong.
+//! [`stream_request`], from [`Connection::authorize`]'s metadata at each
+//! (re)open; a failure to authorize goes to [`Session::on_auth_failed`].
 
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -98,6 +99,14 @@ pub trait Session: Send + 'static {
     }
     /// The time [`Session::next_tick`] named has come.
     fn tick(&mut self, _out: &Outbound<Self::Req>) {}
+    /// The stream's credentials could not be had (auth refused): the
+    /// session may end its handles with `err`; the open is retried.
+    fn on_auth_failed(&mut self, _err: &Error) {}
+    /// After a response: etcd refused something for the stream's token
+    /// (its reason), so the token is dropped and the stream reopened.
+    fn reopen(&mut self) -> Option<String> {
+        None
+    }
     /// The task panicked: end or reset what the session holds, so that no
     /// handle waits forever or reads a bare `closed`.
     fn on_panic(&mut self, msg: &str);
@@ -249,8 +258,9 @@ async fn supervise<S: Session>(mut session: S, mut sup: Supervisor<S>) {
     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| session.on_shutdown()));
 }
 
-/// The one place a stream's outgoing request is built: metadata (and,
-/// with auth, the credentials of the moment) go on every (re)open here.
+/// The one place a stream's outgoing request is built, on every (re)open,
+/// from metadata [`Connection::authorize`] just gave (the auth token of
+/// the moment included).
 pub fn stream_request<T>(
     meta: &Metadata,
     outbound: RequestStream<T>,
@@ -304,6 +314,13 @@ impl<S: Session> Supervisor<S> {
                             healthy = true;
                             self.backoff.reset();
                             s.on_response(resp, &out);
+                            if let Some(reason) = s.reopen() {
+                                if let Some(c) = self.conn.upgrade() {
+                                    let why = format!("etcdserver: invalid auth token ({reason})");
+                                    c.failed(&route, tonic::Status::unauthenticated(why));
+                                }
+                                break;
+                            }
                         }
                         Ok(None) => break,
                         Err(status) => {
@@ -343,6 +360,14 @@ impl<S: Session> Supervisor<S> {
             return Step::Stop;
         };
         self.counters.opens.fetch_add(1, Ordering::Relaxed);
+        // The stream's credentials, fresh at each (re)open; then its route.
+        let meta = match c.authorize(&self.meta).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                s.on_auth_failed(&e);
+                return Step::Retry;
+            }
+        };
         let Ok(route) = c.sync() else {
             return Step::Retry;
         };
@@ -350,7 +375,7 @@ impl<S: Session> Supervisor<S> {
         let call = S::call(
             route.channel.clone(),
             c.max_recv(),
-            stream_request(&self.meta, outbound),
+            stream_request(&meta, outbound),
         );
         let deadline = tokio::time::sleep(OPEN_TIMEOUT);
         tokio::pin!(call, deadline);

@@ -33,6 +33,11 @@ use state::{offline, on_response, online, send_next_create, State};
 /// too slow (rather than growing memory without bound).
 pub const DEFAULT_BUFFER: usize = 1024;
 
+/// The largest buffer a caller may ask for: a million responses is more
+/// than any reader needs to ride out a pause, and keeps one watcher from
+/// claiming unbounded memory.
+pub const MAX_BUFFER: usize = 1_000_000;
+
 /// What a watcher asked for.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -124,6 +129,9 @@ impl Hub {
         let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let session = WatchSession(State {
             counter: live.clone(),
+            auth: conn
+                .upgrade()
+                .is_some_and(|c| c.config().credentials.is_some()),
             ..State::default()
         });
         let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
@@ -217,6 +225,14 @@ impl Session for WatchSession {
     fn on_response(&mut self, resp: PbWatchResponse, out: &Requests) {
         on_response(&mut self.0, resp, out);
         self.0.count();
+    }
+
+    fn on_auth_failed(&mut self, err: &Error) {
+        state::fail_auth(&mut self.0, err);
+    }
+
+    fn reopen(&mut self) -> Option<String> {
+        self.0.reauth.take()
     }
 
     fn on_panic(&mut self, msg: &str) {

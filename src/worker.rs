@@ -7,12 +7,12 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, Runtime};
 
 use crate::bridge::Bridge;
-use crate::connection::{Config, Connection};
+use crate::connection::{Config, Connection, Key};
 use crate::doorbell::{Doorbell, Listener};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
@@ -31,11 +31,58 @@ pub struct Worker {
     handle: Handle,
     bell: Arc<Doorbell>,
     bridge: Bridge<Reply>,
-    connections: Mutex<HashMap<String, Arc<Connection>>>,
+    connections: Mutex<HashMap<Key, Shared>>,
     /// The services' long-lived streams over those connections.
     streams: Streams,
     closed: AtomicBool,
     calls: AtomicU64,
+}
+
+/// A connection in the worker's map, with the last time a client asked
+/// for it (clients cache their connection, so this is when the youngest
+/// client using it was made).
+struct Shared {
+    conn: Arc<Connection>,
+    asked: Instant,
+}
+
+/// How long a connection no client holds any more is kept, so that clients
+/// made per request (a common lua-resty-etcd habit) reuse it rather than
+/// dial again each time.
+const IDLE_KEEP: Duration = Duration::from_secs(60);
+
+/// How often the worker looks for such connections.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Test builds: the idle time in ms (`set_idle_keep`), else `IDLE_KEEP`.
+#[cfg(feature = "test-hooks")]
+static IDLE_KEEP_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Test builds: how many of the next doorbells to refuse.
+#[cfg(feature = "test-hooks")]
+static REFUSE_DOORBELLS: AtomicU64 = AtomicU64::new(0);
+
+fn idle_keep() -> Duration {
+    #[cfg(feature = "test-hooks")]
+    {
+        let ms = IDLE_KEEP_MS.load(Ordering::Relaxed);
+        if ms != u64::MAX {
+            return Duration::from_millis(ms);
+        }
+    }
+    IDLE_KEEP
+}
+
+/// Test builds only: keep unused connections `ms` instead of `IDLE_KEEP`.
+#[cfg(feature = "test-hooks")]
+pub fn set_idle_keep(ms: u64) {
+    IDLE_KEEP_MS.store(ms, Ordering::Relaxed);
+}
+
+/// Test builds only: the next `n` doorbells fail to be made.
+#[cfg(feature = "test-hooks")]
+pub fn refuse_doorbells(n: u64) {
+    REFUSE_DOORBELLS.store(n, Ordering::Relaxed);
 }
 
 /// The worker of this process, if one was created in this fork generation.
@@ -61,6 +108,7 @@ pub fn current() -> Result<&'static Worker> {
     let w: &'static Worker = Box::leak(Box::new(Worker::new(generation)?));
     CREATED.fetch_add(1, Ordering::Relaxed);
     *guard = Some(w);
+    w.handle.spawn(sweeper(w));
     Ok(w)
 }
 
@@ -93,13 +141,23 @@ impl Worker {
     pub fn connection(&self, config: &Config) -> Result<Arc<Connection>> {
         let key = config.key();
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(&key) {
-            return Ok(c.clone());
+        if let Some(c) = map.get_mut(&key) {
+            c.asked = Instant::now();
+            return Ok(c.conn.clone());
         }
+        // A new config often replaces an old one (endpoints rewritten after
+        // new()): a good moment to let go of what nobody uses.
+        evict_unused(&mut map);
         // tonic spawns the channel's worker task: it must see our runtime.
         let _ctx = self.handle.enter();
         let conn = Arc::new(Connection::new(config.clone())?);
-        map.insert(key, conn.clone());
+        map.insert(
+            key,
+            Shared {
+                conn: conn.clone(),
+                asked: Instant::now(),
+            },
+        );
         Ok(conn)
     }
 
@@ -130,12 +188,24 @@ impl Worker {
     }
 
     /// Starts `job`; its result arrives through [`Worker::drain`].
-    pub fn submit<F>(&self, timeout: Duration, job: F) -> u64
+    pub fn submit<F>(&self, timeout: Duration, job: F) -> Result<u64>
     where
         F: Future<Output = Result<Reply>> + Send + 'static,
     {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.bridge.submit(&self.handle, timeout, job)
+    }
+
+    /// Starts a watch read: like [`Worker::submit`], but an exiting worker
+    /// ends it at once rather than after the exit grace (no news is worth
+    /// waiting for then).
+    pub fn submit_read<F>(&self, timeout: Duration, job: F) -> Result<u64>
+    where
+        F: Future<Output = Result<Reply>> + Send + 'static,
+    {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.bridge
+            .submit_with_grace(&self.handle, timeout, Duration::ZERO, job)
     }
 
     /// Runs `job` and blocks the calling thread until it ends.
@@ -155,14 +225,29 @@ impl Worker {
     /// Binds a fresh doorbell socket and returns its path; the runtime
     /// accepts the dispatcher's connection on it, then removes the path.
     pub fn doorbell(&self) -> Result<PathBuf> {
+        #[cfg(feature = "test-hooks")]
+        if REFUSE_DOORBELLS
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::Internal(
+                "failed to create doorbell: refused by test hook".into(),
+            ));
+        }
         let listener = Listener::bind()
-            .map_err(|e| Error::InvalidArgument(format!("failed to create doorbell: {e}")))?;
+            .map_err(|e| Error::Internal(format!("failed to create doorbell: {e}")))?;
         let path = listener.path().to_path_buf();
         let bell = self.bell.clone();
         self.handle.spawn(async move {
             let _ = listener.accept_into(&bell).await;
         });
         Ok(path)
+    }
+
+    /// Calls started and not yet completed, as the runtime counts them
+    /// (what an exiting worker waits for).
+    pub fn in_flight(&self) -> usize {
+        self.bridge.in_flight()
     }
 
     /// Starts the exit: in-flight calls get a short grace, then end.
@@ -193,11 +278,14 @@ impl Worker {
 
     /// Figures for introspection.
     pub fn stats(&self) -> Stats {
-        let connections = self
-            .connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len();
+        let (connections, authenticates, tls_handshakes) = {
+            let map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                map.len(),
+                map.values().map(|c| c.conn.authenticates()).sum(),
+                map.values().map(|c| c.conn.tls_handshakes()).sum(),
+            )
+        };
         Stats {
             pid: self.pid,
             runtimes_created: CREATED.load(Ordering::Relaxed),
@@ -209,8 +297,31 @@ impl Worker {
             lease_keepers: self.streams.lease.live(),
             lease_streams: self.streams.lease.streams(),
             lease_renewals: self.streams.renewals(),
+            authenticates,
+            tls_handshakes,
             exiting: self.bridge.is_exiting(),
         }
+    }
+}
+
+/// Drops the connections that no client, watcher or call holds any more
+/// and that no client asked for within the idle time. Dropping the last
+/// `Arc` closes both channels (and their TCP connections).
+fn evict_unused(map: &mut HashMap<Key, Shared>) {
+    let keep = idle_keep();
+    map.retain(|_, c| Arc::strong_count(&c.conn) > 1 || c.asked.elapsed() < keep);
+}
+
+/// Evicts unused connections now and then, so that they go even when no
+/// new config comes along. Ends with the runtime.
+async fn sweeper(w: &'static Worker) {
+    loop {
+        let every = SWEEP_EVERY.min(idle_keep().max(Duration::from_millis(100)));
+        tokio::time::sleep(every).await;
+        if w.closed.load(Ordering::Acquire) {
+            return;
+        }
+        evict_unused(&mut w.connections.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
@@ -238,6 +349,10 @@ pub struct Stats {
     pub lease_streams: usize,
     /// Renewals the keepers sent.
     pub lease_renewals: u64,
+    /// Authenticate calls made by its connections (auth token refreshes).
+    pub authenticates: u64,
+    /// TLS handshakes made by its connections (one per TCP connection).
+    pub tls_handshakes: u64,
     /// Whether the worker is exiting.
     pub exiting: bool,
 }

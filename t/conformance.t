@@ -68,6 +68,8 @@ add_block_preprocessor(sub {
 
 # The expected response body: one `ok <name>` line per operation name (one
 # name per line of $names), with the known 3.4 difference appended on 3.4.
+# Blocks call it as main::expected(...): `--- response_body eval` code runs in
+# package Test::Base::Filter (upstream Test::Base, and the project's runner).
 sub expected {
     my ($names) = @_;
     my $v34 = ($ENV{TEST_NGINX_ETCD_VERSION} // '') =~ /^3\.4\./;
@@ -173,7 +175,7 @@ __DATA__
         }
     }
 --- response_body eval
-expected(q{
+main::expected(q{
 version
 get: miss
 set: new key, json table value
@@ -293,7 +295,7 @@ get: after all writes
         }
     }
 --- response_body eval
-expected(q{
+main::expected(q{
 set: /cf2/d/c
 set: /cf2/d/a
 set: /cf2/d/b
@@ -384,7 +386,7 @@ readdir: empty dir without key_prefix (client error)
         }
     }
 --- response_body eval
-expected(q{
+main::expected(q{
 set: /cf3/a
 set: /cf3/b with a lease
 set: /cf3/c (empty value, raw)
@@ -593,7 +595,7 @@ readdir: /cf3 is empty
         }
     }
 --- response_body eval
-expected(q{
+main::expected(q{
 set: /cf4/a
 set: /cf4/b
 set: /cf4/l with a lease
@@ -667,7 +669,7 @@ readdir: /cf4 after all txns
         }
     }
 --- response_body eval
-expected(q{
+main::expected(q{
 setnx: new key
 get: after setnx
 setnx: existing key (not succeeded)
@@ -778,7 +780,7 @@ setx: raw non-string value (client error)
         }
     }
 --- response_body eval
-expected(q{
+main::expected(q{
 set: value of 1.6 MiB (request is too large)
 set: value of 2.5 MiB (over the gRPC receive limit, 429)
 set: value of 1 MiB (accepted)
@@ -871,7 +873,7 @@ get: current value after compaction
         }
     }
 --- response_body eval
-expected(q{
+main::expected(q{
 grant: no TTL (client error)
 grant: TTL as a string (client error)
 grant: fractional TTL (client error)

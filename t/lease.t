@@ -35,7 +35,9 @@ __DATA__
             ngx.say(res.status, " big ID: ", res.body.ID)
             res = cli:grant(60, "9007199254740993")
             ngx.say(res.status, " again: ", res.body.error)
-            ngx.say("bad ID: ", select(2, cli:grant(60, "12x")))
+            -- a wrong argument is misuse: raised, naming the problem
+            local ok, err = pcall(cli.grant, cli, 60, "12x")
+            ngx.say("bad ID: ", ok, " ", err:match("ID must be integer"))
             assert(cli:revoke("9007199254740993"))
             assert(cli:revoke(b.ID))
         }
@@ -47,7 +49,7 @@ fractional ttl: ttl must be integer
 200 ID: string true, TTL: 60, revision: true, error: nil
 200 big ID: 9007199254740993
 400 again: etcdserver: lease already exists
-bad ID: ID must be integer
+bad ID: false ID must be integer
 
 
 

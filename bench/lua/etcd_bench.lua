@@ -273,6 +273,42 @@ function _M.keepers_open(args)
 end
 
 
+-- `n` watch create/cancel cycles at concurrency `c`: each opens a watcher,
+-- reads its created answer, cancels it (make soak).
+function _M.watch_cycles(args)
+    local cli = client(args, 10)
+    local c, n = tonumber(args.c), tonumber(args.n)
+    local started, errors = 0, 0
+    local function worker(w)
+        while started < n do
+            started = started + 1
+            local reader, err, handle = cli:watch("/soak/w" .. w,
+                                                  { timeout = 10, need_cancel = true })
+            local first = reader and reader()
+            if not first or not first.result.created then
+                errors = errors + 1
+                if errors == 1 then
+                    ngx.log(ngx.WARN, "soak: watch cycle failed: ", tostring(err))
+                end
+            end
+            if handle then
+                cli:watchcancel(handle)
+            end
+        end
+    end
+    local threads = {}
+    local t0 = now_us()
+    for i = 1, c do
+        threads[i] = ngx.thread.spawn(worker, i)
+    end
+    for i = 1, c do
+        ngx.thread.wait(threads[i])
+    end
+    collectgarbage()
+    return { cycles = n, errors = errors, secs = (now_us() - t0) / 1e6 }
+end
+
+
 local function status_kib(field)
     local f = assert(io_open("/proc/self/status"))
     local text = f:read("*a")

@@ -12,13 +12,17 @@ local core = require "etcd_grpc.native"
 
 local ngx = ngx
 local pcall = pcall
+local pairs = pairs
 local tostring = tostring
+local math_min = math.min
 
 local semaphore = ngx and require "ngx.semaphore"
 local get_phase = ngx and ngx.get_phase
 local worker_exiting = ngx and ngx.worker.exiting
 local timer_at = ngx and ngx.timer.at
 local ngx_sleep = ngx and ngx.sleep
+local ngx_now = ngx and ngx.now
+local update_time = ngx and ngx.update_time
 local log = ngx and ngx.log
 local ERR = ngx and ngx.ERR
 local WARN = ngx and ngx.WARN
@@ -42,20 +46,38 @@ local WAIT_MARGIN = 1
 -- ngx_lua logs every expiry at [error], so make it a week.
 local DISPATCH_READ_TIMEOUT = 7 * 24 * 3600 * 1000
 
--- How often an exiting dispatcher checks whether its last waiter is gone.
+-- How often an exiting dispatcher checks whether the runtime still has
+-- calls in flight.
 local EXIT_POLL = 0.005
+
+-- An exiting worker still serves the requests it had accepted, and those
+-- may still make calls: the dispatcher stays until nothing has been in
+-- flight for this long. The runtime ends every call within its exit grace
+-- (0.5 s); past EXIT_WAIT_MAX the dispatcher stops anyway, so nothing can
+-- hold a worker, and a later call takes the blocking path.
+local EXIT_QUIET = 0.2
+local EXIT_WAIT_MAX = 3
 
 -- Long enough to never fire in practice; ngx_lua runs it early, with
 -- premature = true, when the worker starts exiting.
 local EXIT_WATCH_DELAY = 3600
 
+-- A dispatcher that failed is started again after a delay that doubles
+-- from the first to the last value, and is reset by a dispatcher that got
+-- its doorbell connected. Calls made meanwhile fail at once with the
+-- failure's reason.
+local RESTART_FIRST = 0.01
+local RESTART_MAX = 5
+
 local waiting = {}       -- call id -> slot being waited on
+local nwaiting = 0       -- entries in `waiting`
 local pool = {}          -- idle slots { sema = <semaphore> }
 local pool_n = 0
-local npending = 0
 local drained = {}       -- reused drain buffer: id, res|false, err|false, ...
-local dispatcher = "stopped"   -- "stopped" | "starting" | "running" | "done"
+local dispatcher = "stopped"   -- "stopped" | "starting" | "running" | "backoff" | "done"
 local dispatcher_restarts = 0
+local restart_delay = RESTART_FIRST
+local last_failure       -- why the dispatcher last stopped (calls get it in backoff)
 
 
 local function deliver()
@@ -67,7 +89,10 @@ local function deliver()
         drained[base + 3] = false
         local slot = waiting[id]
         if slot then
+            -- Also when the coroutine that waited was killed: the slot is
+            -- let go here, and its semaphore post wakes no one.
             waiting[id] = nil
+            nwaiting = nwaiting - 1
             slot.res = res or nil
             slot.err = err or nil
             slot.sema:post(1)
@@ -80,7 +105,7 @@ end
 local function dispatch_loop()
     local path, err = core.doorbell()
     if not path then
-        return nil, "failed to create doorbell: " .. tostring(err)
+        return nil, tostring(err)
     end
 
     local sock = ngx.socket.tcp()
@@ -91,17 +116,31 @@ local function dispatch_loop()
     end
 
     dispatcher = "running"
+    restart_delay = RESTART_FIRST
     while true do
         local data, rerr = sock:receiveany(4096)
         deliver()
         if worker_exiting() then
-            -- Waiters resume after being posted, so npending drops later;
-            -- the runtime ends every call within its exit grace, so this
-            -- short poll is bounded.
-            while npending > 0 do
-                ngx_sleep(EXIT_POLL)
+            -- Wait for what the runtime still runs, not for Lua waiters:
+            -- those may have been killed and will never come back.
+            update_time()
+            local give_up = ngx_now() + EXIT_WAIT_MAX
+            local quiet_since
+            while ngx_now() < give_up do
                 deliver()
+                if core.in_flight() > 0 then
+                    quiet_since = nil
+                else
+                    quiet_since = quiet_since or ngx_now()
+                    if ngx_now() - quiet_since >= EXIT_QUIET then
+                        break
+                    end
+                end
+                ngx_sleep(EXIT_POLL)
             end
+            -- A result is queued before it stops counting as in flight, so
+            -- this last drain hands out everything that is left.
+            deliver()
             break
         end
         if not data and rerr ~= "timeout" then
@@ -117,6 +156,18 @@ end
 local start_dispatcher
 
 
+-- Wakes every waiter with `err`: their calls may still finish in the
+-- runtime, but no dispatcher can deliver the results now.
+local function fail_waiters(err)
+    for id, slot in pairs(waiting) do
+        waiting[id] = nil
+        slot.err = err
+        slot.sema:post(1)
+    end
+    nwaiting = 0
+end
+
+
 local function run_dispatcher(premature)
     if premature then
         dispatcher = "stopped"
@@ -130,13 +181,31 @@ local function run_dispatcher(premature)
         log(INFO, "etcd_grpc: worker exiting, runtime shut down")
         return
     end
-    log(ERR, "etcd_grpc dispatcher stopped: ", tostring(ok and err or res))
-    dispatcher = "stopped"
+    last_failure = tostring(ok and err or res)
+    dispatcher_restarts = dispatcher_restarts + 1
+    log(ERR, "etcd_grpc dispatcher stopped: ", last_failure,
+        "; restart ", dispatcher_restarts, " in ", restart_delay, " s")
+    fail_waiters(last_failure)
+    if worker_exiting() then
+        dispatcher = "stopped"
+        return
+    end
     -- Results already queued survive in the runtime; a new dispatcher
-    -- delivers them. Restart unless the worker is going away.
-    if not worker_exiting() then
-        dispatcher_restarts = dispatcher_restarts + 1
+    -- delivers them. Until it runs, calls fail at once (see call()).
+    dispatcher = "backoff"
+    local delay = restart_delay
+    restart_delay = math_min(restart_delay * 2, RESTART_MAX)
+    local tok, terr = timer_at(delay, function(premature2)
+        if premature2 then
+            dispatcher = "stopped"
+            return
+        end
+        dispatcher = "stopped"
         start_dispatcher()
+    end)
+    if not tok then
+        dispatcher = "stopped"
+        log(WARN, "etcd_grpc: failed to schedule the dispatcher's restart: ", terr)
     end
 end
 
@@ -165,6 +234,9 @@ start_dispatcher = function()
 end
 
 
+local exit_watch_armed = false
+
+
 local function ensure_dispatcher()
     if dispatcher == "running" or dispatcher == "starting" then
         return true
@@ -172,13 +244,20 @@ local function ensure_dispatcher()
     if dispatcher == "done" then
         return nil, "closed"
     end
+    if dispatcher == "backoff" then
+        return nil, last_failure
+    end
     local ok, err = start_dispatcher()
     if not ok then
         return nil, err
     end
-    ok, err = timer_at(EXIT_WATCH_DELAY, exit_watch)
-    if not ok then
-        log(WARN, "etcd_grpc: failed to start exit watch: ", err)
+    if not exit_watch_armed then
+        ok, err = timer_at(EXIT_WATCH_DELAY, exit_watch)
+        if ok then
+            exit_watch_armed = true
+        else
+            log(WARN, "etcd_grpc: failed to start exit watch: ", err)
+        end
     end
     return true
 end
@@ -206,21 +285,23 @@ end
 
 
 local function await(client, op, args, timeout)
-    local id, err = client:submit(op, args, timeout)
+    local id, err, misuse = client:submit(op, args, timeout)
     if not id then
-        return nil, err
+        return nil, err, misuse
     end
 
     local slot = acquire_slot()
     waiting[id] = slot
-    npending = npending + 1
+    nwaiting = nwaiting + 1
     local ok, werr = slot.sema:wait(timeout + WAIT_MARGIN)
-    npending = npending - 1
 
     if not ok then
         -- The runtime missed its own deadline (or the wait was aborted):
         -- forget the call; a late result finds no waiter and is dropped.
-        waiting[id] = nil
+        if waiting[id] then
+            waiting[id] = nil
+            nwaiting = nwaiting - 1
+        end
         return nil, werr == "timeout" and "timeout" or tostring(werr)
     end
 
@@ -231,19 +312,34 @@ local function await(client, op, args, timeout)
 end
 
 
--- Runs `op` with `args` on `client` (a native client) within `timeout`
--- seconds. Returns the reply table, or nil and an error string.
-function _M.call(client, op, args, timeout)
+-- Writes the warnings the runtime queued (an unsafe ssl_verify, a refused
+-- password) to the error log; returns its arguments.
+local function flush_notices(...)
+    local list = core.notices()
+    if list then
+        for i = 1, #list do
+            log(WARN, list[i])
+        end
+    end
+    return ...
+end
+
+
+local function dispatch(client, op, args, timeout)
     local phase = get_phase and get_phase()
     if YIELDABLE[phase] then
         local ok, err = ensure_dispatcher()
         if ok then
             return await(client, op, args, timeout)
         end
-        if err == "closed" then
-            return nil, "closed"
+        if err ~= "closed" then
+            -- No dispatcher: fail at once rather than block the event loop
+            -- (or log once per call).
+            return nil, err
         end
-        log(WARN, "etcd_grpc: no dispatcher (", err, "), blocking call")
+        -- The dispatcher has ended in an exiting worker, but a request it
+        -- accepted earlier still calls: block briefly, as long as the
+        -- runtime is there (else this answers "closed").
     end
     if phase == "init" then
         return client:call_once(op, args, timeout)
@@ -252,10 +348,19 @@ function _M.call(client, op, args, timeout)
 end
 
 
+-- Runs `op` with `args` on `client` (a native client) within `timeout`
+-- seconds. Returns the reply table, or nil and an error string, plus
+-- `true` as a third value when the arguments were unusable (the façade
+-- raises those).
+function _M.call(client, op, args, timeout)
+    return flush_notices(dispatch(client, op, args, timeout))
+end
+
+
 -- Figures about this worker's hand-off, merged with the runtime's.
 function _M.stats()
     local s = core.stats() or {}
-    s.pending = npending
+    s.pending = nwaiting
     s.pooled_slots = pool_n
     s.dispatcher = dispatcher
     s.dispatcher_restarts = dispatcher_restarts

@@ -125,6 +125,10 @@ function _M.normalize(opts)
     if opts.unix_socket_proxy ~= nil and type(opts.unix_socket_proxy) ~= "string" then
         return nil, "opts.unix_socket_proxy must be string or ignore"
     end
+    local max_recv = opts.max_recv_msg_size
+    if max_recv ~= nil and not (is_uint(max_recv) and max_recv > 0) then
+        return nil, "opts.max_recv_msg_size must be positive integer or ignore"
+    end
 
     local hosts = type(http_host) == "string" and { http_host } or http_host
     local endpoints = {}

@@ -3,6 +3,7 @@
 
 use mlua::{Table, Value as LuaValue};
 
+use crate::auth::Credentials;
 use crate::connection::{Config, UNLIMITED};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
@@ -13,6 +14,7 @@ use crate::pb::etcdserverpb::{
     PutRequest as PbPutRequest, RangeRequest as PbRangeRequest,
     WatchCreateRequest as PbWatchCreateRequest,
 };
+use crate::tls::{Secret, Sources as TlsSources, Tls};
 
 /// A malformed argument.
 pub fn bad(msg: String) -> Error {
@@ -48,29 +50,55 @@ pub fn int_value(v: &LuaValue, name: &str) -> Result<i64> {
     }
 }
 
+/// What an enum field accepts: etcd's names, and the numbers it knows.
+pub struct EnumKind {
+    /// The number of a name (`"ASCEND"`), if etcd has it.
+    pub by_name: fn(&str) -> Option<i32>,
+    /// Whether etcd knows the number.
+    pub known: fn(i32) -> bool,
+}
+
+/// `sort_order`.
+pub const SORT_ORDER: EnumKind = EnumKind {
+    by_name: |n| range_request::SortOrder::from_str_name(n).map(|v| v as i32),
+    known: |n| range_request::SortOrder::try_from(n).is_ok(),
+};
+
+/// `sort_target`.
+pub const SORT_TARGET: EnumKind = EnumKind {
+    by_name: |n| range_request::SortTarget::from_str_name(n).map(|v| v as i32),
+    known: |n| range_request::SortTarget::try_from(n).is_ok(),
+};
+
+/// A watch's `filters`.
+pub const FILTER: EnumKind = EnumKind {
+    by_name: |n| watch_create_request::FilterType::from_str_name(n).map(|v| v as i32),
+    known: |n| watch_create_request::FilterType::try_from(n).is_ok(),
+};
+
 /// An enum field given by name or number (nil is 0), as the gateway's
-/// decoder accepts it.
-pub fn enum_value(v: &LuaValue, name: &str, by_name: fn(&str) -> Option<i32>) -> Result<i32> {
+/// decoder accepts it. A number etcd does not know is refused like an
+/// unknown name, before it is sent: the gateway passes such numbers on,
+/// and etcd 3.5.1 crashes (nil sorter) on a Range with an unknown
+/// sort_target, taking the member down.
+pub fn enum_value(v: &LuaValue, name: &str, kind: &EnumKind) -> Result<i32> {
     match v {
         LuaValue::Nil => Ok(0),
         LuaValue::String(s) => {
             let text = s.to_string_lossy();
-            by_name(&text)
+            (kind.by_name)(&text)
                 .ok_or_else(|| Error::bad_request(format!("unknown value \"{text}\" for {name}")))
         }
-        v => int_value(v, name)
-            .and_then(|n| i32::try_from(n).map_err(|_| bad(format!("{name} out of range")))),
+        v => {
+            let n = int_value(v, name)
+                .and_then(|n| i32::try_from(n).map_err(|_| bad(format!("{name} out of range"))))?;
+            if (kind.known)(n) {
+                Ok(n)
+            } else {
+                Err(Error::bad_request(format!("unknown value {n} for {name}")))
+            }
+        }
     }
-}
-
-/// `sort_order` names.
-pub fn sort_order(name: &str) -> Option<i32> {
-    range_request::SortOrder::from_str_name(name).map(|v| v as i32)
-}
-
-/// `sort_target` names.
-pub fn sort_target(name: &str) -> Option<i32> {
-    range_request::SortTarget::from_str_name(name).map(|v| v as i32)
 }
 
 /// An optional boolean (nil is false).
@@ -111,12 +139,12 @@ fn parse_op(name: &str, args: Option<&Table>) -> Result<Op> {
             sort_order: enum_value(
                 &a.raw_get("sort_order").unwrap_or(LuaValue::Nil),
                 "sort_order",
-                sort_order,
+                &SORT_ORDER,
             )?,
             sort_target: enum_value(
                 &a.raw_get("sort_target").unwrap_or(LuaValue::Nil),
                 "sort_target",
-                sort_target,
+                &SORT_TARGET,
             )?,
             serializable: flag(a, "serializable")?,
             keys_only: flag(a, "keys_only")?,
@@ -177,12 +205,10 @@ pub fn watch(a: &Table) -> Result<crate::watch::Spec> {
     if let LuaValue::Table(list) = a.raw_get("filters").map_err(|e| bad(e.to_string()))? {
         for v in list.sequence_values::<LuaValue>() {
             let v = v.map_err(|e| bad(e.to_string()))?;
-            filters.push(enum_value(&v, "filters", |n| {
-                watch_create_request::FilterType::from_str_name(n).map(|f| f as i32)
-            })?);
+            filters.push(enum_value(&v, "filters", &FILTER)?);
         }
     }
-    let buffer = int(a, "buffer")?;
+    let buffer = watch_buffer(a)?;
     Ok(crate::watch::Spec {
         create: PbWatchCreateRequest {
             key: bytes(a, "key")?,
@@ -194,12 +220,24 @@ pub fn watch(a: &Table) -> Result<crate::watch::Spec> {
             watch_id: int(a, "watch_id")?,
             fragment: flag(a, "fragment")?,
         },
-        buffer: if buffer > 0 {
-            buffer as usize
-        } else {
-            crate::watch::DEFAULT_BUFFER
-        },
+        buffer,
     })
+}
+
+/// `buffer`: absent means the default; else an integer in
+/// `1..=MAX_BUFFER` (a bound on what one slow reader may hold).
+fn watch_buffer(a: &Table) -> Result<usize> {
+    use crate::watch::{DEFAULT_BUFFER, MAX_BUFFER};
+    let v: LuaValue = a.raw_get("buffer").map_err(|e| bad(e.to_string()))?;
+    if v.is_nil() {
+        return Ok(DEFAULT_BUFFER);
+    }
+    let refused = || bad(format!("buffer must be an integer in 1..{MAX_BUFFER}"));
+    let n = int_value(&v, "buffer").map_err(|_| refused())?;
+    match usize::try_from(n) {
+        Ok(n) if (1..=MAX_BUFFER).contains(&n) => Ok(n),
+        _ => Err(refused()),
+    }
 }
 
 /// The connection config from the façade's `{endpoints = {...}, first = n,
@@ -222,9 +260,63 @@ pub fn config(t: &Table) -> Result<Config> {
         } else {
             max_recv as usize
         },
+        tls: Tls::load(&tls_sources(t)?)?,
+        credentials: credentials(t)?,
     };
     config.validate()?;
     Ok(config)
+}
+
+/// An optional string option (`opts.<name> must be string` otherwise).
+fn opt_string(t: &Table, name: &str) -> Result<Option<String>> {
+    match t.raw_get(name).map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => Ok(None),
+        LuaValue::String(s) => s
+            .to_str()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| bad(format!("opts.{name} must be string"))),
+        _ => Err(bad(format!("opts.{name} must be string"))),
+    }
+}
+
+/// An optional byte-string option (PEM contents).
+fn opt_bytes(t: &Table, name: &str) -> Result<Option<Vec<u8>>> {
+    match t.raw_get(name).map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => Ok(None),
+        LuaValue::String(s) => Ok(Some(s.as_bytes().to_vec())),
+        _ => Err(bad(format!("opts.{name} must be string"))),
+    }
+}
+
+/// The TLS options: `ssl_verify`, `sni`, `trusted_ca`, `ssl_cert_path`,
+/// `ssl_key_path`, `ssl_cert`, `ssl_key`.
+fn tls_sources(t: &Table) -> Result<TlsSources> {
+    let verify = match t.raw_get("ssl_verify").map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => None,
+        LuaValue::Boolean(b) => Some(b),
+        _ => return Err(bad("opts.ssl_verify must be boolean".into())),
+    };
+    Ok(TlsSources {
+        verify,
+        sni: opt_string(t, "sni")?,
+        trusted_ca: opt_string(t, "trusted_ca")?,
+        cert_path: opt_string(t, "ssl_cert_path")?,
+        key_path: opt_string(t, "ssl_key_path")?,
+        cert: opt_bytes(t, "ssl_cert")?,
+        key: opt_bytes(t, "ssl_key")?,
+    })
+}
+
+/// `user` and `password`: auth is on only when both are set, as in
+/// lua-resty-etcd (the façade has checked their types).
+fn credentials(t: &Table) -> Result<Option<Credentials>> {
+    match (opt_string(t, "user")?, opt_bytes(t, "password")?) {
+        (Some(user), Some(pw)) => Ok(Some(Credentials {
+            user,
+            password: Secret(pw.into()),
+        })),
+        _ => Ok(None),
+    }
 }
 
 /// The metadata of a client config's `extra_headers` (a table of header

@@ -26,9 +26,7 @@ impl Jobs for KeeperHandle {
     /// metadata.
     fn job(&self, op: &str, a: Option<&Table>) -> Result<Job> {
         if op != "wait" {
-            return Err(Error::InvalidArgument(format!(
-                "unknown keeper operation: {op}"
-            )));
+            return Err(Error::Internal(format!("unknown keeper operation: {op}")));
         }
         let secs: f64 = a
             .and_then(|t| t.raw_get::<f64>("timeout").ok())

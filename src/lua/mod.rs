@@ -19,12 +19,21 @@ use crate::ops::{self, Op};
 use crate::shape::Reply;
 use crate::worker;
 
-/// `value` or `nil, err`.
+/// `value`, or `nil, err`, or `nil, err, true` when the caller misused the
+/// API (a wrong argument): the façade raises those with `error(err, 2)`
+/// at the caller's line, and returns every other failure.
 fn ret<T: mlua::IntoLua>(lua: &Lua, r: Result<T>) -> LuaResult<MultiValue> {
     match r {
         Ok(v) => v.into_lua_multi(lua),
+        Err(e @ Error::InvalidArgument(_)) => (mlua::Nil, e.to_string(), true).into_lua_multi(lua),
         Err(e) => (mlua::Nil, e.to_string()).into_lua_multi(lua),
     }
+}
+
+/// A reply as a Lua table; the only way this fails is Lua running out of
+/// memory, which is the library's failure, not the caller's.
+fn reply_table(lua: &Lua, reply: &crate::shape::Reply) -> Result<Table> {
+    convert::reply(lua, reply).map_err(|_| Error::Internal("failed to build the reply".into()))
 }
 
 /// A client's connection settings, plus the worker connection it resolved
@@ -55,7 +64,7 @@ impl Client {
         let timeout = args::timeout(timeout)?;
         let w = worker::current()?;
         let job = ops::execute(self.connection(w)?, self.meta.clone(), op);
-        Ok(w.submit(timeout, job))
+        w.submit(timeout, job)
     }
 
     /// Runs an operation, blocking until it ends (non-yieldable phases).
@@ -65,7 +74,7 @@ impl Client {
         let w = worker::current()?;
         let job = ops::execute(self.connection(w)?, self.meta.clone(), op);
         let reply = w.call_blocking(timeout, job)?;
-        convert::reply(lua, &reply).map_err(|e| Error::InvalidArgument(e.to_string()))
+        reply_table(lua, &reply)
     }
 
     /// Runs an operation on a throwaway runtime (nginx's `init` phase).
@@ -73,7 +82,7 @@ impl Client {
         let op = args::op(op, a.as_ref())?;
         let timeout = args::timeout(timeout)?;
         let reply = worker::call_once(self.config.clone(), self.meta.clone(), op, timeout)?;
-        convert::reply(lua, &reply).map_err(|e| Error::InvalidArgument(e.to_string()))
+        reply_table(lua, &reply)
     }
 }
 
@@ -104,7 +113,7 @@ fn add_job_methods<T: Jobs, M: UserDataMethods<T>>(methods: &mut M) {
         |lua, this, (op, a, timeout): (String, Option<Table>, f64)| {
             let id = this.job(&op, a.as_ref()).and_then(|job| {
                 let timeout = args::timeout(timeout)?;
-                Ok(worker::current()?.submit(timeout, job))
+                worker::current()?.submit_read(timeout, job)
             });
             ret(lua, id)
         },
@@ -116,12 +125,7 @@ fn add_job_methods<T: Jobs, M: UserDataMethods<T>>(methods: &mut M) {
                 let timeout = args::timeout(timeout)?;
                 worker::current()?.call_blocking(timeout, job)
             });
-            ret(
-                lua,
-                reply.and_then(|r| {
-                    convert::reply(lua, &r).map_err(|e| Error::InvalidArgument(e.to_string()))
-                }),
-            )
+            ret(lua, reply.and_then(|r| reply_table(lua, &r)))
         },
     );
     methods.add_method("call_once", |lua, _this, _: mlua::MultiValue| {
@@ -140,9 +144,7 @@ impl Jobs for WatcherHandle {
                 Metadata::default(),
                 Op::WatchRead(self.watcher.clone()),
             ))),
-            _ => Err(Error::InvalidArgument(format!(
-                "unknown watcher operation: {op}"
-            ))),
+            _ => Err(Error::Internal(format!("unknown watcher operation: {op}"))),
         }
     }
 }
@@ -189,7 +191,7 @@ impl UserData for Client {
             });
             match made {
                 Ok(h) => lua.create_userdata(h)?.into_lua_multi(lua),
-                Err(e) => (mlua::Nil, e.to_string()).into_lua_multi(lua),
+                Err(e) => ret::<bool>(lua, Err(e)),
             }
         });
         methods.add_method(
@@ -268,6 +270,8 @@ fn stats(lua: &Lua, _: ()) -> LuaResult<Option<Table>> {
     t.raw_set("lease_streams", s.lease_streams)?;
     t.raw_set("lease_renewals", s.lease_renewals)?;
     t.raw_set("exiting", s.exiting)?;
+    t.raw_set("authenticates", s.authenticates)?;
+    t.raw_set("tls_handshakes", s.tls_handshakes)?;
     Ok(Some(t))
 }
 
@@ -279,6 +283,16 @@ pub fn exports(lua: &Lua) -> LuaResult<Table> {
     t.set("drain", lua.create_function(drain)?)?;
     t.set("doorbell", lua.create_function(doorbell)?)?;
     t.set("stats", lua.create_function(stats)?)?;
+    t.set(
+        "notices",
+        lua.create_function(|lua, ()| {
+            let list = crate::notice::take();
+            if list.is_empty() {
+                return Ok(None);
+            }
+            lua.create_sequence_from(list).map(Some)
+        })?,
+    )?;
     t.set(
         "begin_exit",
         lua.create_function(|_, ()| {
@@ -297,6 +311,27 @@ pub fn exports(lua: &Lua) -> LuaResult<Table> {
             Ok(())
         })?,
     )?;
+    t.set(
+        "in_flight",
+        lua.create_function(|_, ()| Ok(worker::existing().map_or(0, |w| w.in_flight())))?,
+    )?;
+    #[cfg(feature = "test-hooks")]
+    {
+        t.set(
+            "test_set_idle_keep",
+            lua.create_function(|_, ms: u64| {
+                worker::set_idle_keep(ms);
+                Ok(())
+            })?,
+        )?;
+        t.set(
+            "test_refuse_doorbells",
+            lua.create_function(|_, n: u64| {
+                worker::refuse_doorbells(n);
+                Ok(())
+            })?,
+        )?;
+    }
     t.set("test_hooks", cfg!(feature = "test-hooks"))?;
     t.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(t)

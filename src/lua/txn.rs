@@ -90,28 +90,42 @@ fn list(t: &Table, snake: &str, camel: &str) -> Result<Vec<Table>> {
     }
 }
 
+/// How deeply `request_txn`s may nest. etcd itself has no such limit, but
+/// a table that contains itself must end in an error, not in a stack
+/// overflow; real transactions nest once or twice.
+pub const MAX_DEPTH: usize = 16;
+
 /// A whole transaction.
 pub fn txn(t: &Table) -> Result<pb::TxnRequest> {
+    txn_at(t, 1)
+}
+
+fn txn_at(t: &Table, depth: usize) -> Result<pb::TxnRequest> {
+    if depth > MAX_DEPTH {
+        return Err(args::bad(format!(
+            "request_txn nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    let ops = |name| -> Result<Vec<pb::RequestOp>> {
+        list(t, name, name)?
+            .iter()
+            .map(|op| request_op(op, depth))
+            .collect()
+    };
     Ok(pb::TxnRequest {
         compare: list(t, "compare", "compare")?
             .iter()
             .map(compare)
             .collect::<Result<_>>()?,
-        success: list(t, "success", "success")?
-            .iter()
-            .map(request_op)
-            .collect::<Result<_>>()?,
-        failure: list(t, "failure", "failure")?
-            .iter()
-            .map(request_op)
-            .collect::<Result<_>>()?,
+        success: ops("success")?,
+        failure: ops("failure")?,
     })
 }
 
 fn compare(c: &Table) -> Result<pb::Compare> {
     let raw = is_raw(c);
-    let target = args::enum_value(&field(c, "target", "target")?, "target", compare_target)?;
-    let result = args::enum_value(&field(c, "result", "result")?, "result", compare_result)?;
+    let target = args::enum_value(&field(c, "target", "target")?, "target", &COMPARE_TARGET)?;
+    let result = args::enum_value(&field(c, "result", "result")?, "result", &COMPARE_RESULT)?;
     // Like the gateway's decoder: the union member is whichever the table
     // holds; none means etcd compares against the zero value.
     let target_union = if let Some(v) = int(c, "version", "version")? {
@@ -135,7 +149,7 @@ fn compare(c: &Table) -> Result<pb::Compare> {
     })
 }
 
-fn request_op(op: &Table) -> Result<pb::RequestOp> {
+fn request_op(op: &Table, depth: usize) -> Result<pb::RequestOp> {
     let raw = is_raw(op);
     let sub = |snake: &str, camel: &str| -> Result<Option<Table>> {
         match field(op, snake, camel)? {
@@ -162,7 +176,7 @@ fn request_op(op: &Table) -> Result<pb::RequestOp> {
             prev_kv: flag(&d, "prev_kv", "prevKv")?,
         }))
     } else if let Some(t) = sub("request_txn", "requestTxn")? {
-        Some(Request::RequestTxn(txn(&t)?))
+        Some(Request::RequestTxn(txn_at(&t, depth + 1)?))
     } else {
         None
     };
@@ -179,12 +193,12 @@ fn range(r: &Table) -> Result<pb::RangeRequest> {
         sort_order: args::enum_value(
             &field(r, "sort_order", "sortOrder")?,
             "sort_order",
-            args::sort_order,
+            &args::SORT_ORDER,
         )?,
         sort_target: args::enum_value(
             &field(r, "sort_target", "sortTarget")?,
             "sort_target",
-            args::sort_target,
+            &args::SORT_TARGET,
         )?,
         serializable: flag(r, "serializable", "serializable")?,
         keys_only: flag(r, "keys_only", "keysOnly")?,
@@ -196,10 +210,12 @@ fn range(r: &Table) -> Result<pb::RangeRequest> {
     })
 }
 
-fn compare_target(name: &str) -> Option<i32> {
-    pb::compare::CompareTarget::from_str_name(name).map(|v| v as i32)
-}
+const COMPARE_TARGET: args::EnumKind = args::EnumKind {
+    by_name: |n| pb::compare::CompareTarget::from_str_name(n).map(|v| v as i32),
+    known: |n| pb::compare::CompareTarget::try_from(n).is_ok(),
+};
 
-fn compare_result(name: &str) -> Option<i32> {
-    pb::compare::CompareResult::from_str_name(name).map(|v| v as i32)
-}
+const COMPARE_RESULT: args::EnumKind = args::EnumKind {
+    by_name: |n| pb::compare::CompareResult::from_str_name(n).map(|v| v as i32),
+    known: |n| pb::compare::CompareResult::try_from(n).is_ok(),
+};

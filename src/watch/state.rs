@@ -31,6 +31,9 @@ pub(super) struct Live {
     fragments: Vec<crate::pb::mvccpb::Event>,
     /// Encoded size of `fragments`, bounded by [`MergeLimit`].
     merged_bytes: usize,
+    /// Whether its last create was refused for the stream's token and the
+    /// stream reopened with a fresh one (reset once a create succeeds).
+    reauthed: bool,
 }
 
 /// How much of a fragmented response is merged before the watcher is
@@ -59,6 +62,11 @@ pub(super) struct State {
     pub(super) pending: VecDeque<u64>,
     pub(super) counter: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) merge: MergeLimit,
+    /// Whether the stream carries a `user`/`password` token.
+    pub(super) auth: bool,
+    /// Set when a create was refused for the token: the hub drops the token
+    /// and reopens the stream (etcd's reason).
+    pub(super) reauth: Option<String>,
 }
 
 impl State {
@@ -141,6 +149,7 @@ fn add(
             acked: false,
             fragments: Vec::new(),
             merged_bytes: 0,
+            reauthed: false,
         },
     );
     st.pending.push_back(id);
@@ -242,11 +251,47 @@ pub(super) fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Reques
     }
 }
 
+/// Whether a create refusal may be the stream's token: etcd 3.5 names it,
+/// 3.4 calls every refusal `permission denied`. Each watcher gets one fresh
+/// token per refusal before a refusal is final.
+fn token_refusal(st: &State, w: &Live, resp: &PbWatchResponse) -> bool {
+    let reason = &resp.cancel_reason;
+    st.auth
+        && resp.canceled
+        && !w.reauthed
+        && (crate::error::is_token_text(reason) || reason.contains("permission denied"))
+}
+
+/// Authentication failed while (re)opening: every watcher ends with the
+/// contract's error, since no stream can be opened for them.
+pub(super) fn fail_auth(st: &mut State, err: &crate::error::Error) {
+    if !matches!(err, crate::error::Error::AuthFailed { .. }) {
+        return;
+    }
+    for (_, w) in st.live.drain() {
+        end(&w, &err.to_string());
+    }
+    st.pending.clear();
+    st.count();
+}
+
 fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
     let Some(id) = st.pending.pop_front() else {
         return;
     };
+    if st
+        .live
+        .get(&id)
+        .is_some_and(|w| token_refusal(st, w, &resp))
+    {
+        if let Some(w) = st.live.get_mut(&id) {
+            w.reauthed = true;
+        }
+        st.reauth = Some(resp.cancel_reason);
+        return;
+    }
     if let Some(w) = st.live.get_mut(&id) {
+        w.reauthed = false;
         if w.next_rev == 0 {
             // Resume point for a watch that has seen nothing yet.
             let rev = resp.header.as_ref().map_or(0, |h| h.revision);

@@ -183,6 +183,24 @@ function _M.sockets(pid)
 end
 
 
+-- Reloads nginx from inside a request and times, from outside, how long
+-- this worker takes to exit: after `delay` seconds a shell sends HUP to the
+-- master, polls this worker's pid every 10 ms (for up to 10 s) and writes
+-- "old worker exit took <ms> ms" (or "old worker still alive after 10 s")
+-- into the error log. Returns at once.
+function _M.reload_and_time_exit(delay)
+    local log = ngx.config.prefix() .. "logs/error.log"
+    os.execute(string.format([[
+        ( sleep %s; t0=$(date +%%s%%N); kill -HUP %d; n=0
+          while kill -0 %d 2>/dev/null && [ $n -lt 1000 ]; do sleep 0.01; n=$((n+1)); done
+          t1=$(date +%%s%%N)
+          if kill -0 %d 2>/dev/null; then echo "old worker still alive after 10 s" >> %s
+          else echo "old worker exit took $(( (t1 - t0) / 1000000 )) ms" >> %s; fi
+        ) >/dev/null 2>&1 &]], tostring(delay or 0), require("ngx.process").get_master_pid(),
+        ngx.worker.pid(), ngx.worker.pid(), log, log))
+end
+
+
 -- The pid of the calling process (not of a child), from /proc/self.
 function _M.pid()
     local f = io.open("/proc/self/stat")
