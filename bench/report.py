@@ -59,6 +59,14 @@ def rows(r):
                 rd["gateway"]["secs"] * 1000))
     out.append(("readdir peak RSS growth, MiB", rd["limit"]["rss_growth_kib"] / 1024,
                 rd["grpc"]["rss_growth_kib"] / 1024, rd["gateway"]["rss_growth_kib"] / 1024))
+    kp = r.get("keepers")
+    if kp:
+        out.append(("keepalives/s, 1000 keepers TTL 30", "", kp["keepalives_per_sec"], ""))
+        out.append(("RSS per keeper, bytes", "", kp["rss_per_keeper_bytes"], ""))
+        out.append(("CPU per renewal, us", "", kp["cpu_us_per_renewal"], ""))
+        out.append(("idle CPU, 1000 keepers, % core", "", kp["idle_cpu_pct"], ""))
+        out.append(("connections / LeaseKeepAlive streams, 1000 keepers", "",
+                    f"{kp['connections']} / {kp['streams']}", ""))
     return out
 
 
@@ -103,6 +111,12 @@ def targets(r):
         all(v == 2 for v in conns.values()))
     pct = ws["grpc"]["idle_cpu_secs"] / ws["idle_secs"] * 100
     add("idle CPU with 1000 watchers < 1% of a core", f"{pct:.2f}%", pct < 1)
+    kp = r.get("keepers")
+    if kp:
+        add("1000 keepers: <= 2 connections, 1 LeaseKeepAlive stream",
+            f"{kp['connections']} / {kp['streams']}", kp["connections"] <= 2 and kp["streams"] == 1)
+        add("idle CPU with 1000 keepers < 1% of a core", f"{kp['idle_cpu_pct']:.2f}%",
+            kp["idle_cpu_pct"] < 1)
     p99 = r["watch_latency"]["grpc"]["p99_us"]
     add("watch delivery p99 < 2 ms", f"{p99 / 1000:.2f} ms", p99 < 2000)
     return out

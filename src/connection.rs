@@ -12,11 +12,12 @@
 //! token: every call and every stream (re)open gets its metadata from
 //! [`Connection::authorize`], and reports failure through
 //! [`Connection::failed`], which drops a token etcd refused.
+//! Transport knows no services: the streams that run over the sync channel
+//! belong to the services, registered in [`crate::registry`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -105,12 +106,6 @@ struct Dialed {
 /// The long-lived connections of one worker to one etcd cluster.
 pub struct Connection {
     config: Config,
-    /// The Watch streams' owners, one per metadata set (etcd applies a
-    /// stream's metadata to every watcher on it), each started with its
-    /// first watcher. All of them share the sync channel. Weak: a hub (its
-    /// task and stream) lives as long as its watchers, so metadata sets
-    /// that stop being used do not pile up streams.
-    hubs: Mutex<HashMap<Metadata, Weak<crate::watch::Hub>>>,
     crud: Mutex<Option<Dialed>>,
     sync: Mutex<Option<Dialed>>,
     /// Rotates over endpoints after failures; shared by both channels so
@@ -153,7 +148,6 @@ impl Connection {
         Ok(Connection {
             auth: Auth::new(config.credentials.clone()),
             config,
-            hubs: Mutex::new(HashMap::new()),
             crud: Mutex::new(None),
             sync: Mutex::new(None),
             next: AtomicUsize::new(first),
@@ -240,35 +234,6 @@ impl Connection {
                 Ordering::Relaxed,
             );
         }
-    }
-
-    /// The hub that multiplexes this connection's watchers with metadata
-    /// `meta`, started on first use. Must be called inside the runtime.
-    pub fn watch_hub(self: &Arc<Self>, meta: &Metadata) -> Arc<crate::watch::Hub> {
-        let mut guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(hub) = guard.get(meta).and_then(Weak::upgrade) {
-            return hub;
-        }
-        guard.retain(|_, hub| hub.strong_count() > 0);
-        let hub = crate::watch::Hub::start(Arc::downgrade(self), meta.clone());
-        guard.insert(meta.clone(), Arc::downgrade(&hub));
-        hub
-    }
-
-    /// Live watchers on this connection's Watch streams.
-    pub fn watchers(&self) -> usize {
-        let guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .values()
-            .filter_map(Weak::upgrade)
-            .map(|h| h.live())
-            .sum()
-    }
-
-    /// Watch streams (hubs) alive on this connection.
-    pub fn watch_streams(&self) -> usize {
-        let guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        guard.values().filter(|h| h.strong_count() > 0).count()
     }
 
     /// Largest response accepted, in bytes.

@@ -38,6 +38,12 @@ pub enum Error {
     Ended(String),
     /// A panic inside the library; the worker survives, the call fails.
     Panic(String),
+    /// A stream that should have answered ended without a message
+    /// (`<endpoint>: stream ended without an answer`).
+    NoAnswer {
+        /// The endpoint the stream went to (`http://host:port`).
+        endpoint: String,
+    },
     /// The library itself failed (a runtime, socket or Lua value could not
     /// be made); never the caller's fault, never etcd's answer.
     Internal(String),
@@ -186,6 +192,7 @@ impl fmt::Display for Error {
             Error::Panic(msg) | Error::Internal(msg) => write!(f, "internal error: {msg}"),
             Error::TooBusy(n) => write!(f, "too many calls in flight (limit {n})"),
             Error::AuthFailed { .. } => f.write_str("authenticate refresh token fail"),
+            Error::NoAnswer { endpoint } => write!(f, "{endpoint}: stream ended without an answer"),
         }
     }
 }

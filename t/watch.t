@@ -64,17 +64,25 @@ __DATA__
             ngx.say("cancel again: ", select(2, cli:watchcancel(h)))
             ngx.say("after cancel: ", select(2, r2()))
             ngx.say("bad handle: ", select(2, cli:watchcancel(nil)))
+            ngx.say("bad table: ", select(2, cli:watchcancel({})))
+            -- lua-resty-etcd's handle is an http client: close() works too
+            local r3, _, h3 = cli:watchdir("/wa2/", { need_cancel = true })
+            ngx.say("created: ", r3().result.created, ", close: ", h3:close())
+            ngx.say("after close: ", select(2, r3()))
         }
     }
 --- response_body
 created: true
 idle: timeout
 then: closed
-created: true, handle: userdata
+created: true, handle: table
 cancel: 1
 cancel again: closed
 after cancel: closed
 bad handle: not initialized
+bad table: not initialized
+created: true, close: 1
+after close: closed
 
 
 

@@ -10,6 +10,7 @@ use crate::metadata::Metadata;
 use crate::ops::Op;
 use crate::pb::etcdserverpb::{
     range_request, watch_create_request, DeleteRangeRequest as PbDeleteRangeRequest,
+    LeaseGrantRequest as PbLeaseGrantRequest, LeaseTimeToLiveRequest as PbLeaseTimeToLiveRequest,
     PutRequest as PbPutRequest, RangeRequest as PbRangeRequest,
     WatchCreateRequest as PbWatchCreateRequest,
 };
@@ -165,6 +166,17 @@ fn parse_op(name: &str, args: Option<&Table>) -> Result<Op> {
         })),
         ("txn", Some(a)) => Ok(Op::Txn(super::txn::txn(a)?)),
         ("version", _) => Ok(Op::Version),
+        ("grant", Some(a)) => Ok(Op::LeaseGrant(PbLeaseGrantRequest {
+            ttl: int(a, "ttl")?,
+            id: lease_id(a)?,
+        })),
+        ("revoke", Some(a)) => Ok(Op::LeaseRevoke(lease_id(a)?)),
+        ("keepalive", Some(a)) => Ok(Op::LeaseKeepAlive(lease_id(a)?)),
+        ("timetolive", Some(a)) => Ok(Op::LeaseTimeToLive(PbLeaseTimeToLiveRequest {
+            id: lease_id(a)?,
+            keys: flag(a, "keys")?,
+        })),
+        ("leases", _) => Ok(Op::LeaseLeases),
         #[cfg(feature = "test-hooks")]
         ("panic", _) => Ok(Op::Panic),
         #[cfg(feature = "test-hooks")]
@@ -172,6 +184,17 @@ fn parse_op(name: &str, args: Option<&Table>) -> Result<Op> {
         #[cfg(feature = "test-hooks")]
         ("stall", Some(a)) => Ok(Op::Stall(int(a, "ms")?.max(0) as u64)),
         _ => Err(bad(format!("unknown operation: {name}"))),
+    }
+}
+
+/// A lease ID from field `id`: a number, or a decimal string (IDs exceed
+/// 2^53, so a string is how one round-trips without loss); nil is 0.
+pub fn lease_id(t: &Table) -> Result<i64> {
+    let v: LuaValue = t.raw_get("id").map_err(|e| bad(e.to_string()))?;
+    match v {
+        LuaValue::Nil => Ok(0),
+        LuaValue::String(s) => crate::lease::parse_id(&s.to_string_lossy()),
+        v => int_value(&v, "ID"),
     }
 }
 
