@@ -148,11 +148,15 @@ only puts: a,b
             local etcd = require "etcd_grpc"
             local cli = require("etcd_grpc_test").client()
             local keep = assert(cli:watch("/wa6/kept"))
+            -- held until counted (Lua's GC may run at any allocation), then
+            -- dropped, never read
+            local readers = {}
             for i = 1, 50 do
-                assert(cli:watch("/wa6/" .. i))     -- dropped at once, never read
+                readers[i] = assert(cli:watch("/wa6/" .. i))
             end
             ngx.sleep(0.2)
             ngx.say("live before GC: ", etcd.stats().watchers)
+            readers = nil
             collectgarbage("collect")
             collectgarbage("collect")
             ngx.sleep(0.2)

@@ -31,7 +31,8 @@ local TXN_NAMES = {
 
 local METHODS = {
     "get", "set", "setnx", "setx", "delete", "readdir", "rmdir", "txn",
-    "watch", "watchdir", "watchcancel", "version",
+    "watch", "watchdir", "watchcancel", "version", "grant", "revoke",
+    "keepalive", "timetolive", "leases", "lease_keeper",
 }
 
 local NUMBERS = {
