@@ -578,6 +578,7 @@ end
 -- wording; IDs may be numbers or decimal strings (results give strings,
 -- which round-trip above 2^53). These calls honour cli.timeout.
 function _M.grant(self, ttl, id)
+    check_self(self)
     if ttl == nil then
         return nil, "lease grant command needs TTL argument"
     end
@@ -589,6 +590,7 @@ end
 
 
 function _M.revoke(self, id)
+    check_self(self)
     if id == nil then
         return nil, "lease revoke command needs ID argument"
     end
@@ -597,6 +599,7 @@ end
 
 
 function _M.keepalive(self, id)
+    check_self(self)
     if id == nil then
         return nil, "lease keepalive command needs ID argument"
     end
@@ -605,6 +608,7 @@ end
 
 
 function _M.timetolive(self, id, keys)
+    check_self(self)
     if id == nil then
         return nil, "lease timetolive command needs ID argument"
     end
@@ -614,6 +618,7 @@ end
 
 
 function _M.leases(self)
+    check_self(self)
     return call(self, "leases", nil, call_timeout(self))
 end
 
@@ -624,7 +629,15 @@ local keeper = {}
 local keeper_mt = { __index = keeper }
 
 
+local function check_keeper(self)
+    if getmetatable(self) ~= keeper_mt then
+        raise("etcd_grpc: call keeper methods as keeper:method(...)")
+    end
+end
+
+
 function keeper.state(self)
+    check_keeper(self)
     return self._native:state()
 end
 
@@ -632,8 +645,9 @@ end
 -- Yields until the keeper is no longer "alive" or `timeout` seconds
 -- passed; returns the state.
 function keeper.wait(self, timeout)
+    check_keeper(self)
     if type(timeout) ~= "number" or not (timeout > 0 and timeout < math_huge) then
-        error("timeout must be a positive number", 2)
+        raise("timeout must be a positive number")
     end
     local res, err = bridge_call(self._native, "wait", { timeout = timeout }, timeout + 1)
     if not res then
@@ -645,11 +659,13 @@ end
 
 -- Stops renewing (the lease is not revoked); GC does the same.
 function keeper.cancel(self)
+    check_keeper(self)
     return self._native:cancel()
 end
 
 
 function _M.lease_keeper(self, id)
+    check_self(self)
     if id == nil then
         return nil, "lease keeper needs ID argument"
     end
@@ -661,9 +677,12 @@ function _M.lease_keeper(self, id)
     if not native then
         return nil, err
     end
-    local k
-    k, err = native:keeper({ id = id })
+    local k, misuse
+    k, err, misuse = native:keeper({ id = id })
     if not k then
+        if misuse then
+            raise(err)
+        end
         return nil, err
     end
     return setmetatable({ _native = k, id = k:lease() }, keeper_mt)
