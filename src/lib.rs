@@ -9,7 +9,8 @@
 //! - [`metadata`]: a client's `extra_headers` as gRPC metadata.
 //! - [`kv`], [`watch`], [`maintenance`]: one etcd service each.
 //! - [`ops`]: the operations Lua can run, each from request to [`shape::Reply`].
-//! - [`shape`]: typed results to gateway-shaped values (no Lua, unit-tested).
+//! - [`shape`]: typed results to gateway-shaped values (no Lua, unit-tested),
+//!   written through a [`sink`]: a value tree, or the Lua stack directly.
 //! - [`runtime`], [`worker`]: the per-worker Tokio runtime, created after
 //!   fork, and the state a worker shares between its clients.
 //! - [`bridge`], [`doorbell`]: the non-blocking hand-off from Tokio to
@@ -30,6 +31,7 @@ pub mod ops;
 pub mod pb;
 pub mod runtime;
 pub mod shape;
+pub mod sink;
 pub mod watch;
 pub mod worker;
 

@@ -48,12 +48,8 @@ pub enum Op {
 pub async fn execute(conn: Arc<Connection>, meta: Metadata, op: Op) -> Result<Reply> {
     let meta = &meta;
     let outcome = match op {
-        Op::Range(req) => kv::range(&conn, meta, req)
-            .await
-            .map(|r| shape::range_reply(&r)),
-        Op::Put(req) => kv::put(&conn, meta, req)
-            .await
-            .map(|r| shape::put_reply(&r)),
+        Op::Range(req) => kv::range(&conn, meta, req).await.map(shape::range_reply),
+        Op::Put(req) => kv::put(&conn, meta, req).await.map(shape::put_reply),
         Op::DeleteRange(req) => kv::delete_range(&conn, meta, req)
             .await
             .map(|r| shape::delete_reply(&r)),

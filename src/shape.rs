@@ -8,11 +8,10 @@
 //! Keys and values of `kvs` are raw bytes (lua-resty-etcd base64-decodes
 //! them), elsewhere bytes stay base64 exactly as the gateway sent them.
 
-use base64::Engine as _;
-
 use crate::error::Error;
 use crate::pb::etcdserverpb as pb;
 use crate::pb::mvccpb::KeyValue as PbKeyValue;
+use crate::sink::{Sink, ValueSink};
 
 /// A gateway-shaped value: what a JSON document decoded by cjson becomes.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,14 +35,53 @@ pub struct Reply {
     /// HTTP status the gateway would have answered with.
     pub status: u16,
     /// The decoded JSON body.
-    pub body: Value,
+    pub body: Body,
     /// `header.revision` when the response had one.
     pub revision: Option<i64>,
+}
+
+/// A reply's body: a built tree, or the typed answer of the two hot calls
+/// (get and set), shaped only where it is delivered: into Lua tables on
+/// the nginx thread, with no tree in between (see `sink`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// Already shaped.
+    Value(Value),
+    /// A Range answer, keys and values decoded (`get`, `readdir`).
+    Range(pb::RangeResponse),
+    /// A Put answer (`set`).
+    Put(pb::PutResponse),
+}
+
+impl Body {
+    /// Writes the shaped body to `s`.
+    pub fn write(&self, s: &mut impl Sink) {
+        match self {
+            Body::Value(v) => v.write(s),
+            Body::Range(r) => write_range(r, Bytes::Decoded, s),
+            Body::Put(r) => write_put(r, s),
+        }
+    }
+
+    /// The shaped body as a tree.
+    pub fn value(&self) -> Value {
+        ValueSink::build(|s| self.write(s))
+    }
+
+    /// The shaped body as the gateway's JSON (tests, logs).
+    pub fn to_json(&self) -> String {
+        self.value().to_json()
+    }
 }
 
 impl Reply {
     /// A 200 reply.
     pub fn ok(body: Value, revision: Option<i64>) -> Reply {
+        Reply::typed(Body::Value(body), revision)
+    }
+
+    /// A 200 reply with a typed body.
+    pub fn typed(body: Body, revision: Option<i64>) -> Reply {
         Reply {
             status: 200,
             body,
@@ -75,25 +113,9 @@ fn int(n: i64) -> Option<Value> {
     (n != 0).then(|| Value::Str(n.to_string().into_bytes()))
 }
 
-/// A uint64 as the gateway writes it.
-fn uint(n: u64) -> Option<Value> {
-    (n != 0).then(|| Value::Str(n.to_string().into_bytes()))
-}
-
 /// `true`, or absent.
 fn flag(b: bool) -> Option<Value> {
     b.then_some(Value::Bool(true))
-}
-
-/// Bytes as standard padded base64, absent when empty.
-fn b64(bytes: &[u8]) -> Option<Value> {
-    (!bytes.is_empty()).then(|| {
-        Value::Str(
-            base64::engine::general_purpose::STANDARD
-                .encode(bytes)
-                .into_bytes(),
-        )
-    })
 }
 
 /// How the bytes of a `KeyValue` are rendered.
@@ -112,15 +134,24 @@ pub enum Bytes {
 
 /// The `header` object.
 pub fn header(h: Option<&pb::ResponseHeader>) -> Option<Value> {
-    let h = h?;
-    Some(
-        Obj::new()
-            .put("cluster_id", uint(h.cluster_id))
-            .put("member_id", uint(h.member_id))
-            .put("revision", int(h.revision))
-            .put("raft_term", uint(h.raft_term))
-            .done(),
-    )
+    h.map(|h| ValueSink::build(|s| write_header(h, s)))
+}
+
+/// Writes the `header` object.
+pub fn write_header(h: &pb::ResponseHeader, s: &mut impl Sink) {
+    s.map(4);
+    s.uint_field("cluster_id", h.cluster_id);
+    s.uint_field("member_id", h.member_id);
+    s.int_field("revision", h.revision);
+    s.uint_field("raft_term", h.raft_term);
+}
+
+/// Writes `header` into the map on top, when there is one.
+fn header_field(h: Option<&pb::ResponseHeader>, s: &mut impl Sink) {
+    if let Some(h) = h {
+        write_header(h, s);
+        s.field("header");
+    }
 }
 
 fn revision(h: Option<&pb::ResponseHeader>) -> Option<i64> {
@@ -129,25 +160,26 @@ fn revision(h: Option<&pb::ResponseHeader>) -> Option<i64> {
 
 /// One key-value.
 pub fn kv(kv: &PbKeyValue, bytes: Bytes) -> Value {
-    let (key, value) = match bytes {
-        Bytes::Decoded => (
-            Some(Value::Str(kv.key.clone())),
-            Some(Value::Str(kv.value.clone())),
-        ),
-        Bytes::Base64 => (b64(&kv.key), b64(&kv.value)),
-        Bytes::Event => (
-            Some(Value::Str(kv.key.clone())),
-            (!kv.value.is_empty()).then(|| Value::Str(kv.value.clone())),
-        ),
-    };
-    Obj::new()
-        .put("key", key)
-        .put("create_revision", int(kv.create_revision))
-        .put("mod_revision", int(kv.mod_revision))
-        .put("version", int(kv.version))
-        .put("value", value)
-        .put("lease", int(kv.lease))
-        .done()
+    ValueSink::build(|s| write_kv(kv, bytes, s))
+}
+
+/// Writes one key-value.
+pub fn write_kv(kv: &PbKeyValue, bytes: Bytes, s: &mut impl Sink) {
+    s.map(6);
+    match bytes {
+        Bytes::Base64 => s.b64_field("key", &kv.key),
+        Bytes::Decoded | Bytes::Event => s.str_field("key", &kv.key),
+    }
+    s.int_field("create_revision", kv.create_revision);
+    s.int_field("mod_revision", kv.mod_revision);
+    s.int_field("version", kv.version);
+    match bytes {
+        Bytes::Decoded => s.str_field("value", &kv.value),
+        Bytes::Base64 => s.b64_field("value", &kv.value),
+        Bytes::Event if !kv.value.is_empty() => s.str_field("value", &kv.value),
+        Bytes::Event => {}
+    }
+    s.int_field("lease", kv.lease);
 }
 
 fn kvs(list: &[PbKeyValue], bytes: Bytes) -> Option<Value> {
@@ -156,30 +188,50 @@ fn kvs(list: &[PbKeyValue], bytes: Bytes) -> Option<Value> {
 
 /// A Range answer (`get`, `readdir`).
 pub fn range(r: &pb::RangeResponse, bytes: Bytes) -> Value {
-    Obj::new()
-        .put("header", header(r.header.as_ref()))
-        .put("kvs", kvs(&r.kvs, bytes))
-        .put("more", flag(r.more))
-        .put("count", int(r.count))
-        .done()
+    ValueSink::build(|s| write_range(r, bytes, s))
 }
 
-/// A Range answer as a reply.
-pub fn range_reply(r: &pb::RangeResponse) -> Reply {
-    Reply::ok(range(r, Bytes::Decoded), revision(r.header.as_ref()))
+/// Writes a Range answer.
+pub fn write_range(r: &pb::RangeResponse, bytes: Bytes, s: &mut impl Sink) {
+    s.map(4);
+    header_field(r.header.as_ref(), s);
+    if !r.kvs.is_empty() {
+        s.list(r.kvs.len());
+        for (i, k) in r.kvs.iter().enumerate() {
+            write_kv(k, bytes, s);
+            s.item(i);
+        }
+        s.field("kvs");
+    }
+    s.flag_field("more", r.more);
+    s.int_field("count", r.count);
+}
+
+/// A Range answer as a reply: kept typed, shaped where it is delivered.
+pub fn range_reply(r: pb::RangeResponse) -> Reply {
+    let revision = revision(r.header.as_ref());
+    Reply::typed(Body::Range(r), revision)
 }
 
 /// A Put answer (`set`).
 pub fn put(r: &pb::PutResponse) -> Value {
-    Obj::new()
-        .put("header", header(r.header.as_ref()))
-        .put("prev_kv", r.prev_kv.as_ref().map(|k| kv(k, Bytes::Base64)))
-        .done()
+    ValueSink::build(|s| write_put(r, s))
 }
 
-/// A Put answer as a reply.
-pub fn put_reply(r: &pb::PutResponse) -> Reply {
-    Reply::ok(put(r), revision(r.header.as_ref()))
+/// Writes a Put answer.
+pub fn write_put(r: &pb::PutResponse, s: &mut impl Sink) {
+    s.map(2);
+    header_field(r.header.as_ref(), s);
+    if let Some(k) = &r.prev_kv {
+        write_kv(k, Bytes::Base64, s);
+        s.field("prev_kv");
+    }
+}
+
+/// A Put answer as a reply: kept typed, shaped where it is delivered.
+pub fn put_reply(r: pb::PutResponse) -> Reply {
+    let revision = revision(r.header.as_ref());
+    Reply::typed(Body::Put(r), revision)
 }
 
 /// A DeleteRange answer (`delete`, `rmdir`): `deleted` absent when 0.
@@ -324,7 +376,7 @@ pub fn refusal(err: Error) -> Result<Reply, Error> {
     ]);
     Ok(Reply {
         status: http,
-        body,
+        body: Body::Value(body),
         revision: None,
     })
 }
@@ -408,7 +460,36 @@ mod tests {
             range(&r, Bytes::Base64).to_json(),
             format!(r#"{{"header":{H1}}}"#)
         );
-        assert_eq!(range_reply(&r).revision, Some(1));
+        assert_eq!(range_reply(r.clone()).revision, Some(1));
+    }
+
+    #[test]
+    fn typed_replies_shape_like_their_trees() {
+        // get's body: keys and values raw, an empty value still present
+        let r = pb::RangeResponse {
+            header: hdr(5),
+            kvs: vec![PbKeyValue {
+                key: b"/k".to_vec(),
+                create_revision: 2,
+                mod_revision: 5,
+                version: 3,
+                value: Vec::new(),
+                lease: 7,
+            }],
+            count: 1,
+            ..Default::default()
+        };
+        let reply = range_reply(r.clone());
+        assert_eq!(reply.body.value(), range(&r, Bytes::Decoded));
+        assert!(reply.body.to_json().contains(
+            r#""kvs":[{"key":"/k","create_revision":"2","mod_revision":"5","version":"3","value":"","lease":"7"}],"count":"1"}"#
+        ));
+        let p = pb::PutResponse {
+            header: hdr(6),
+            prev_kv: r.kvs.first().cloned(),
+        };
+        assert_eq!(put_reply(p.clone()).body.value(), put(&p));
+        assert_eq!(put_reply(p).revision, Some(6));
     }
 
     #[test]
