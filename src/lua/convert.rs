@@ -13,7 +13,6 @@
 //! formatted on the stack, with no gateway-shaped tree built in between.
 
 use std::ffi::c_int;
-use std::io::Write;
 
 use mlua::ffi::{self, lua_State};
 use mlua::{Lua, Result as LuaResult, Table};
@@ -93,13 +92,10 @@ impl LuaSink {
         LuaSink(state)
     }
 
-    fn decimal(&mut self, n: impl std::fmt::Display) {
-        // an i64 or u64 needs at most 20 bytes: no allocation
-        let mut buf = [0u8; 20];
-        let mut rest = &mut buf[..];
-        let _ = write!(rest, "{n}");
-        let len = 20 - rest.len();
-        self.str(&buf[..len]);
+    fn decimal(&mut self, negative: bool, n: u64) {
+        let mut buf = [0u8; 21];
+        let text = crate::sink::decimal(&mut buf, negative, n);
+        self.str(text);
     }
 
     fn table(&mut self, narr: usize, nrec: usize) {
@@ -117,10 +113,10 @@ impl Sink for LuaSink {
         unsafe { push_bytes(self.0, b) }
     }
     fn int(&mut self, n: i64) {
-        self.decimal(n);
+        self.decimal(n < 0, n.unsigned_abs());
     }
     fn uint(&mut self, n: u64) {
-        self.decimal(n);
+        self.decimal(false, n);
     }
     fn number(&mut self, n: i64) {
         unsafe { ffi::lua_pushnumber(self.0, n as ffi::lua_Number) }
