@@ -22,6 +22,9 @@ INSTALL ?= install
 
 CARGO ?= cargo
 LIB := target/release/libetcd_grpc_core.so
+# The test build (feature test-hooks) has its own target dir, so that the
+# release library above, the one `make install` installs, never has test hooks.
+TEST_TARGET_DIR := target/test-hooks
 SOURCES := $(shell find src -name '*.rs') $(wildcard proto/*.proto) build.rs Cargo.toml Cargo.lock
 
 DEPS_DIR := $(ROOT)/.deps
@@ -42,7 +45,8 @@ APT_PACKAGES := nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core
 	iproute2 procps curl python3 python3-pip ca-certificates
 
 PROVE := prove -I t/lib/runner
-TEST_ENV := TEST_NGINX_BINARY=$(NGINX_BIN) TEST_NGINX_LOAD_MODULES="$(NGINX_MODULES)"
+TEST_ENV := TEST_NGINX_BINARY=$(NGINX_BIN) TEST_NGINX_LOAD_MODULES="$(NGINX_MODULES)" \
+	ETCD_GRPC_CPATH='$(ROOT)/$(TEST_TARGET_DIR)/release/lib?.so'
 T ?= t/
 
 .PHONY: all deps deps-apt deps-etcd35 build debug build-test test test-unit \
@@ -80,20 +84,24 @@ $(ETCD35):
 
 build: $(LIB)
 
-$(LIB): $(SOURCES)
+# Also depends on this Makefile: a library that an older rule built with other
+# features is rebuilt (cargo's fingerprint sees the feature change).
+$(LIB): $(SOURCES) Makefile
 	$(CARGO) build --release
 	@touch $@
 
 debug:
 	$(CARGO) build
 
-# The test build adds test-only entry points (feature test-hooks).
+# The test build adds test-only entry points (feature test-hooks), in its own
+# target dir; the suites load it through ETCD_GRPC_CPATH (TEST_ENV).
 build-test:
-	$(CARGO) build --release --features test-hooks
+	$(CARGO) build --release --features test-hooks --target-dir $(TEST_TARGET_DIR)
 
 ## Tests ---------------------------------------------------------------------
 
-test: deps build-test test-unit test-nginx
+# `build` too: t/install.t installs the release library and checks it.
+test: deps build build-test test-unit test-nginx
 
 test-unit:
 	$(CARGO) test --no-default-features --lib

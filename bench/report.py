@@ -98,6 +98,14 @@ def rows(r):
                            lambda x: x["secs"] * 1000))
         out.append(trio("  the writer's own time, ms", b, lambda x: x["writer_secs"] * 1000))
         out.append(trio("  worker CPU per event, us", b, lambda x: x["cpu_us_per_event"]))
+    kp = r.get("keepers")
+    if kp:
+        out.append(("keepalives/s, 1000 keepers TTL 30", "", kp["keepalives_per_sec"], ""))
+        out.append(("RSS per keeper, bytes", "", kp["rss_per_keeper_bytes"], ""))
+        out.append(("CPU per renewal, us", "", kp["cpu_us_per_renewal"], ""))
+        out.append(("idle CPU, 1000 keepers, % core", "", kp["idle_cpu_pct"], ""))
+        out.append(("connections / LeaseKeepAlive streams, 1000 keepers", "",
+                    f"{kp['connections']} / {kp['streams']}", ""))
     return out
 
 
@@ -153,6 +161,12 @@ def targets(r):
     if "watch_latency" in r:
         p99 = r["watch_latency"]["grpc"]["p99_us"]
         add("watch delivery p99 < 2 ms", f"{p99 / 1000:.2f} ms", p99 < 2000)
+    kp = r.get("keepers")
+    if kp:
+        add("1000 keepers: <= 2 connections, 1 LeaseKeepAlive stream",
+            f"{kp['connections']} / {kp['streams']}", kp["connections"] <= 2 and kp["streams"] == 1)
+        add("idle CPU with 1000 keepers < 1% of a core", f"{kp['idle_cpu_pct']:.2f}%",
+            kp["idle_cpu_pct"] < 1)
     return out
 
 

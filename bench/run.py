@@ -310,6 +310,36 @@ def watchers(args, etcd):
     return out
 
 
+def keepers(args, etcd):
+    """1,000 keepers of TTL-30 leases: keepalives/s, RSS per keeper, CPU
+    per renewal, connections and streams (etcd_grpc only)."""
+    window = 10 if args.quick else 30
+    n = 1000
+    ngx = Nginx(args)
+    try:
+        ngx.run(etcd, w="kv", client="grpc", op="get", c=1, n=10, warmup=0)
+        rss0 = proc_rss_kib(ngx.worker)
+        ngx.run(etcd, w="keepers_open", client="grpc", n=n, ttl=30)
+        time.sleep(1)
+        rss = proc_rss_kib(ngx.worker) - rss0
+        s0 = ngx.run(etcd, w="keepers_stats")
+        cpu0 = proc_cpu(ngx.worker)
+        time.sleep(window)
+        cpu = proc_cpu(ngx.worker) - cpu0
+        s1 = ngx.run(etcd, w="keepers_stats")
+        conns = connections(ngx.worker, etcd.port)
+    finally:
+        ngx.stop()
+    sent = s1["renewals"] - s0["renewals"]
+    out = {"window_secs": window, "keepers": s1["keepers"], "streams": s1["streams"],
+           "connections": conns, "keepalives_per_sec": sent / window,
+           "rss_per_keeper_bytes": rss * 1024 / n,
+           "cpu_us_per_renewal": cpu * 1e6 / sent if sent else 0.0,
+           "idle_cpu_pct": cpu / window * 100}
+    report.progress("keepers", out)
+    return out
+
+
 def readdir(args, etcd):
     """Full sync of 10,000 x 1 KiB: median time, largest peak RSS growth."""
     rounds = 1 if args.quick else 3
@@ -462,7 +492,7 @@ def main():
     p.add_argument("--limit", default=os.path.join(ROOT, "target/release/bench-limit"))
     p.add_argument("--rounds", type=int, default=0, help="rounds per kv row (default 3, 1 quick)")
     p.add_argument("--only", default="", help="comma-separated workloads: kv,watch,watchers,"
-                                             "readdir,sync,burst (default all)")
+                                             "readdir,sync,burst,keepers (default all)")
     p.add_argument("--ab", default="", help="ROOT,LIB_DIR of another etcd_grpc build: kv rows "
                                            "also run it as grpc_b, side by side (no --doc)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.json"))
@@ -502,6 +532,8 @@ def main():
             results["sync"] = startup_sync(args, etcd)
         if want("burst"):
             results["burst"] = watch_burst(args, etcd)
+        if want("keepers"):
+            results["keepers"] = keepers(args, etcd)
     finally:
         etcd.stop()
     results["load"] = max(results["load"], os.getloadavg()[0])

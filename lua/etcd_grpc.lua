@@ -22,6 +22,8 @@ local getmetatable = getmetatable
 local math_max = math.max
 local math_huge = math.huge
 local tonumber = tonumber
+local math_huge = math.huge
+local get_phase = ngx and ngx.get_phase
 local debug_getinfo = debug.getinfo
 
 local bridge_call = bridge.call
@@ -122,6 +124,17 @@ local function native_client(self)
         max_recv = self.max_recv_msg_size,
         -- read when the client is made (and again if endpoints change)
         extra_headers = self.extra_headers,
+        -- TLS (https:// endpoints); files are read and checked here
+        trusted_ca = self.trusted_ca,
+        ssl_verify = self.ssl_verify,
+        sni = self.sni,
+        ssl_cert_path = self.ssl_cert_path,
+        ssl_key_path = self.ssl_key_path,
+        ssl_cert = self.ssl_cert,
+        ssl_key = self.ssl_key,
+        -- auth is on when both are set
+        user = self.user,
+        password = self.password,
     })
     if not native then
         return nil, err
@@ -457,6 +470,15 @@ function _M.setx(self, key, val, opts)
 end
 
 
+-- The third value of watch(key, {need_cancel = true}): what watchcancel
+-- takes (and, like lua-resty-http's client, closes).
+local watch_handle = {}
+local watch_handle_mt = { __index = watch_handle }
+
+
+function watch_handle.close(self)
+    return self._watcher:cancel()
+end
 -- The handles watch() gave out (weak: a handle still goes with its reader),
 -- so that watchcancel() refuses anything else.
 local handles = setmetatable({}, { __mode = "k" })
@@ -516,8 +538,11 @@ local function watch(self, key, range_end, opts)
     end
 
     if opts.need_cancel == true then
-        handles[w] = true
-        return reader, nil, w
+        -- a table, as lua-resty-etcd's http client is: callers check
+        -- type(handle) == "table"
+        local handle = setmetatable({ _watcher = w }, watch_handle_mt)
+        handles[handle] = true
+        return reader, nil, handle
     end
     return reader
 end
@@ -545,7 +570,122 @@ function _M.watchcancel(self, handle)
     if not handles[handle] then
         return nil, "not initialized"
     end
-    return handle:cancel()
+    return handle._watcher:cancel()
+end
+
+
+-- Leases (contract section 6): lua-resty-etcd's argument checks and
+-- wording; IDs may be numbers or decimal strings (results give strings,
+-- which round-trip above 2^53). These calls honour cli.timeout.
+function _M.grant(self, ttl, id)
+    check_self(self)
+    if ttl == nil then
+        return nil, "lease grant command needs TTL argument"
+    end
+    if type(ttl) ~= "number" or ttl % 1 ~= 0 then
+        return nil, "ttl must be integer"
+    end
+    return call(self, "grant", { ttl = ttl, id = id }, call_timeout(self))
+end
+
+
+function _M.revoke(self, id)
+    check_self(self)
+    if id == nil then
+        return nil, "lease revoke command needs ID argument"
+    end
+    return call(self, "revoke", { id = id }, call_timeout(self))
+end
+
+
+function _M.keepalive(self, id)
+    check_self(self)
+    if id == nil then
+        return nil, "lease keepalive command needs ID argument"
+    end
+    return call(self, "keepalive", { id = id }, call_timeout(self))
+end
+
+
+function _M.timetolive(self, id, keys)
+    check_self(self)
+    if id == nil then
+        return nil, "lease timetolive command needs ID argument"
+    end
+    return call(self, "timetolive", { id = id, keys = keys and true or false },
+                call_timeout(self))
+end
+
+
+function _M.leases(self)
+    check_self(self)
+    return call(self, "leases", nil, call_timeout(self))
+end
+
+
+-- A background keeper of lease `id`: renewed by the runtime at TTL/3 over
+-- the worker's one LeaseKeepAlive stream. Starts at once in any phase.
+local keeper = {}
+local keeper_mt = { __index = keeper }
+
+
+local function check_keeper(self)
+    if getmetatable(self) ~= keeper_mt then
+        raise("etcd_grpc: call keeper methods as keeper:method(...)")
+    end
+end
+
+
+function keeper.state(self)
+    check_keeper(self)
+    return self._native:state()
+end
+
+
+-- Yields until the keeper is no longer "alive" or `timeout` seconds
+-- passed; returns the state.
+function keeper.wait(self, timeout)
+    check_keeper(self)
+    if type(timeout) ~= "number" or not (timeout > 0 and timeout < math_huge) then
+        raise("timeout must be a positive number")
+    end
+    local res, err = bridge_call(self._native, "wait", { timeout = timeout }, timeout + 1)
+    if not res then
+        return nil, err
+    end
+    return res.body
+end
+
+
+-- Stops renewing (the lease is not revoked); GC does the same.
+function keeper.cancel(self)
+    check_keeper(self)
+    return self._native:cancel()
+end
+
+
+function _M.lease_keeper(self, id)
+    check_self(self)
+    if id == nil then
+        return nil, "lease keeper needs ID argument"
+    end
+    -- the master's runtime would not survive fork: keepers belong to workers
+    if get_phase and get_phase() == "init" then
+        return nil, "lease keepers are not available in the init phase"
+    end
+    local native, err = native_client(self)
+    if not native then
+        return nil, err
+    end
+    local k, misuse
+    k, err, misuse = native:keeper({ id = id })
+    if not k then
+        if misuse then
+            raise(err)
+        end
+        return nil, err
+    end
+    return setmetatable({ _native = k, id = k:lease() }, keeper_mt)
 end
 
 

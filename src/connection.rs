@@ -6,46 +6,78 @@
 //! We deliberately dial a single endpoint at a time (not a balanced list, which
 //! would hold a connection to every member): connection count must not grow
 //! with the cluster size. A transport failure moves to the next endpoint.
+//!
+//! Both channels share the connection's TLS settings (an `https://`
+//! endpoint is dialled through [`crate::tls::Connector`]) and its auth
+//! token: every call and every stream (re)open gets its metadata from
+//! [`Connection::authorize`], and reports failure through
+//! [`Connection::failed`], which drops a token etcd refused.
+//! Transport knows no services: the streams that run over the sync channel
+//! belong to the services, registered in [`crate::registry`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::{Auth, Credentials};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
+use crate::tls::{Connector, Tls};
 
 /// Default cap on a single response; etcd itself sends up to 2 GiB.
 pub const UNLIMITED: usize = usize::MAX;
 
-/// What identifies a connection: two clients with equal configs share one.
+/// A client's connection settings. `Debug` shows no secret (key material
+/// and password are redacted by their types).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
-    /// Endpoints as `http://host:port` (IPv6 hosts in brackets).
+    /// Endpoints as `http://host:port` or `https://host:port` (IPv6 hosts
+    /// in brackets).
     pub endpoints: Vec<String>,
     /// Index of the endpoint to try first (lua-resty-etcd's `init_count`).
     pub first: usize,
     /// Largest response accepted, in bytes.
     pub max_recv: usize,
+    /// TLS settings, used for `https://` endpoints.
+    pub tls: Tls,
+    /// `user`/`password`, when auth is on.
+    pub credentials: Option<Credentials>,
+}
+
+/// What identifies a shared connection: everything of a [`Config`] but
+/// where it starts. Two clients with equal keys share one connection.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    endpoints: Vec<String>,
+    max_recv: usize,
+    tls: Tls,
+    credentials: Option<Credentials>,
 }
 
 impl Config {
     /// A config for `endpoints`, starting at the first one, with no
-    /// response size limit.
+    /// response size limit, default TLS settings and no credentials.
     pub fn new(endpoints: Vec<String>) -> Config {
         Config {
             endpoints,
             first: 0,
             max_recv: UNLIMITED,
+            tls: Tls::default(),
+            credentials: None,
         }
     }
 
-    /// The string under which a worker keeps the shared connection.
-    pub fn key(&self) -> String {
-        format!("{}|{}", self.endpoints.join(","), self.max_recv)
+    /// The value under which a worker keeps the shared connection.
+    pub fn key(&self) -> Key {
+        Key {
+            endpoints: self.endpoints.clone(),
+            max_recv: self.max_recv,
+            tls: self.tls.clone(),
+            credentials: self.credentials.clone(),
+        }
     }
 
     /// Checks every endpoint can be dialled; returns the first bad one.
@@ -57,6 +89,10 @@ impl Config {
             endpoint(ep)?;
         }
         Ok(())
+    }
+
+    fn any_tls(&self) -> bool {
+        self.endpoints.iter().any(|e| e.starts_with("https://"))
     }
 }
 
@@ -70,17 +106,14 @@ struct Dialed {
 /// The long-lived connections of one worker to one etcd cluster.
 pub struct Connection {
     config: Config,
-    /// The Watch streams' owners, one per metadata set (etcd applies a
-    /// stream's metadata to every watcher on it), each started with its
-    /// first watcher. All of them share the sync channel. Weak: a hub (its
-    /// task and stream) lives as long as its watchers, so metadata sets
-    /// that stop being used do not pile up streams.
-    hubs: Mutex<HashMap<Metadata, Weak<crate::watch::Hub>>>,
     crud: Mutex<Option<Dialed>>,
     sync: Mutex<Option<Dialed>>,
     /// Rotates over endpoints after failures; shared by both channels so
     /// that CRUD and sync fail over together.
     next: AtomicUsize,
+    /// Dials `https://` endpoints (built once: the rustls config).
+    tls: Option<Connector>,
+    auth: Auth,
 }
 
 /// A channel ready for one call, with the endpoint it goes to (for errors).
@@ -90,6 +123,9 @@ pub struct Route {
     /// The channel to call on.
     pub channel: Channel,
     index: usize,
+    /// The token generation current when the route was taken: a refusal
+    /// on it drops that token and no later one.
+    auth_generation: u64,
 }
 
 impl Connection {
@@ -98,13 +134,47 @@ impl Connection {
     pub fn new(config: Config) -> Result<Connection> {
         config.validate()?;
         let first = config.first % config.endpoints.len();
+        let tls = match config.any_tls() {
+            true => Some(Connector::new(&config.tls)?),
+            false => None,
+        };
+        if tls.is_some() && !config.tls.verify {
+            crate::notice::warn(format!(
+                "etcd_grpc: ssl_verify is false for {}: the server's certificate is not \
+                 verified, anyone on the path can impersonate etcd (unsafe)",
+                config.endpoints.join(",")
+            ));
+        }
         Ok(Connection {
+            auth: Auth::new(config.credentials.clone()),
             config,
-            hubs: Mutex::new(HashMap::new()),
             crud: Mutex::new(None),
             sync: Mutex::new(None),
             next: AtomicUsize::new(first),
+            tls,
         })
+    }
+
+    /// The metadata for one call or one stream (re)open: `meta` plus the
+    /// connection's auth token, authenticating first when there is none
+    /// (one Authenticate at a time; concurrent callers wait for it). Every
+    /// stream opener calls this at each open, then takes its route, and
+    /// reports failure through [`Connection::failed`].
+    pub async fn authorize(&self, meta: &Metadata) -> Result<Metadata> {
+        if !self.auth.enabled() {
+            return Ok(meta.clone());
+        }
+        Ok(meta.with_token(self.auth.token(self).await?))
+    }
+
+    /// Authenticate calls this connection made (introspection).
+    pub fn authenticates(&self) -> u64 {
+        self.auth.authenticates()
+    }
+
+    /// TLS handshakes this connection's channels completed (introspection).
+    pub fn tls_handshakes(&self) -> u64 {
+        self.tls.as_ref().map_or(0, Connector::handshakes)
     }
 
     /// The config this connection was made from.
@@ -129,7 +199,12 @@ impl Connection {
             Some(d) if d.index == current => d.clone(),
             _ => {
                 let ep = &self.config.endpoints[current];
-                let channel = endpoint(ep)?.connect_lazy();
+                let channel = match &self.tls {
+                    Some(tls) if ep.starts_with("https://") => {
+                        endpoint(ep)?.connect_with_connector_lazy(tls.clone())
+                    }
+                    _ => endpoint(ep)?.connect_lazy(),
+                };
                 let d = Dialed {
                     index: current,
                     channel,
@@ -142,6 +217,7 @@ impl Connection {
             endpoint: self.config.endpoints[dialed.index].clone(),
             channel: dialed.channel,
             index: dialed.index,
+            auth_generation: self.auth.generation(),
         })
     }
 
@@ -160,35 +236,6 @@ impl Connection {
         }
     }
 
-    /// The hub that multiplexes this connection's watchers with metadata
-    /// `meta`, started on first use. Must be called inside the runtime.
-    pub fn watch_hub(self: &Arc<Self>, meta: &Metadata) -> Arc<crate::watch::Hub> {
-        let mut guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(hub) = guard.get(meta).and_then(Weak::upgrade) {
-            return hub;
-        }
-        guard.retain(|_, hub| hub.strong_count() > 0);
-        let hub = crate::watch::Hub::start(Arc::downgrade(self), meta.clone());
-        guard.insert(meta.clone(), Arc::downgrade(&hub));
-        hub
-    }
-
-    /// Live watchers on this connection's Watch streams.
-    pub fn watchers(&self) -> usize {
-        let guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .values()
-            .filter_map(Weak::upgrade)
-            .map(|h| h.live())
-            .sum()
-    }
-
-    /// Watch streams (hubs) alive on this connection.
-    pub fn watch_streams(&self) -> usize {
-        let guard = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        guard.values().filter(|h| h.strong_count() > 0).count()
-    }
-
     /// Largest response accepted, in bytes.
     pub fn max_recv(&self) -> usize {
         self.config.max_recv
@@ -196,28 +243,59 @@ impl Connection {
 
     /// Makes one unary call of `msg` with metadata `meta` on the CRUD
     /// channel. A transport failure moves later calls to the next endpoint;
-    /// the error names the endpoint.
+    /// the error names the endpoint. Under auth, a call etcd refuses for
+    /// its token is made once more with a fresh one, transparently.
     pub async fn unary<M, T, F, Fut>(&self, meta: &Metadata, msg: M, call: F) -> Result<T>
     where
-        F: FnOnce(Channel, tonic::Request<M>) -> Fut,
+        M: Clone,
+        F: Fn(Channel, tonic::Request<M>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let route = self.crud()?;
-        // Boxed: tonic's call future is kilobytes, and unboxed it would make
-        // every operation's future (moved on each hand-off) that big too.
-        match Box::pin(call(route.channel.clone(), meta.request(msg))).await {
-            Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => Err(self.failed(&route, status)),
+        // Only a call that may be retried keeps a copy of its request.
+        let mut again = self.auth.enabled().then(|| msg.clone());
+        let mut msg = msg;
+        loop {
+            let meta = self.authorize(meta).await?;
+            let route = self.crud()?;
+            // Boxed: tonic's call future is kilobytes, and unboxed it would
+            // make every operation's future (moved on each hand-off) that
+            // big too.
+            match Box::pin(call(route.channel.clone(), meta.request(msg))).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) => {
+                    let err = self.failed(&route, status);
+                    match again.take() {
+                        Some(m) if err.is_token_refusal() => msg = m,
+                        _ => return Err(err),
+                    }
+                }
+            }
         }
     }
 
-    /// The error for a call or stream on `route` that ended with `status`;
-    /// a transport failure (not an answer from etcd) moves later calls to
-    /// the next endpoint.
+    /// The error for a call or stream on `route` that ended with `status`.
+    /// A transport failure (not an answer from etcd) moves later calls to
+    /// the next endpoint. A token refusal drops the token the route was
+    /// taken with, and so does a transport failure: a restarted etcd has
+    /// forgotten its simple tokens, so the next call or stream open
+    /// authenticates again instead of being refused first.
     pub fn failed(&self, route: &Route, status: tonic::Status) -> Error {
-        let err = Error::from_status(&route.endpoint, status);
-        if matches!(err, Error::Transport { .. }) {
+        let mut err = Error::from_status(&route.endpoint, status);
+        if let Error::Transport { reason, .. } = &mut err {
+            // The server refused the handshake's client certificate, and
+            // this client has none: say what is missing.
+            if reason.contains("client certificate") && self.config.tls.identity.is_none() {
+                *reason = "handshake failed: the server requires a client certificate \
+                           (set ssl_cert_path and ssl_key_path)"
+                    .into();
+            }
+        }
+        let transport = matches!(err, Error::Transport { .. });
+        if transport {
             self.report_failure(route);
+        }
+        if transport || err.is_token_refusal() {
+            self.auth.invalidate(route.auth_generation);
         }
         err
     }
@@ -244,41 +322,4 @@ fn endpoint(uri: &str) -> Result<Endpoint> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn equal_configs_share_a_key() {
-        let a = Config::new(vec!["http://127.0.0.1:2379".into()]);
-        let b = Config::new(vec!["http://127.0.0.1:2379".into()]);
-        assert_eq!(a.key(), b.key());
-        let c = Config::new(vec!["http://127.0.0.1:2380".into()]);
-        assert_ne!(a.key(), c.key());
-    }
-
-    #[test]
-    fn bad_endpoint_is_an_error_not_a_panic() {
-        let c = Config::new(vec!["http://bad host:1".into()]);
-        assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))));
-        assert!(Config::new(vec![]).validate().is_err());
-    }
-
-    #[test]
-    fn failover_rotates_and_wraps() {
-        let rt = crate::runtime::build_throwaway_runtime().unwrap();
-        let _g = rt.enter();
-        let mut cfg = Config::new(vec![
-            "http://127.0.0.1:1".into(),
-            "http://127.0.0.1:2".into(),
-        ]);
-        cfg.first = 1;
-        let c = Connection::new(cfg).unwrap();
-        let r = c.crud().unwrap();
-        assert_eq!(r.endpoint, "http://127.0.0.1:2");
-        c.report_failure(&r);
-        assert_eq!(c.crud().unwrap().endpoint, "http://127.0.0.1:1");
-        // a stale report (from the old route) does not skip an endpoint
-        c.report_failure(&r);
-        assert_eq!(c.crud().unwrap().endpoint, "http://127.0.0.1:1");
-    }
-}
+mod tests;

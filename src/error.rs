@@ -38,11 +38,26 @@ pub enum Error {
     Ended(String),
     /// A panic inside the library; the worker survives, the call fails.
     Panic(String),
+    /// A stream that should have answered ended without a message
+    /// (`<endpoint>: stream ended without an answer`).
+    NoAnswer {
+        /// The endpoint the stream went to (`http://host:port`).
+        endpoint: String,
+    },
     /// The library itself failed (a runtime, socket or Lua value could not
     /// be made); never the caller's fault, never etcd's answer.
     Internal(String),
     /// The worker already has this many calls in flight.
     TooBusy(usize),
+    /// etcd refused `user`/`password` (or could not be asked). Displays the
+    /// contract's `authenticate refresh token fail`; `reason` (etcd's own
+    /// answer) goes to the log, never to a caller that could echo it.
+    AuthFailed {
+        /// The endpoint the Authenticate call went to.
+        endpoint: String,
+        /// etcd's answer or the transport failure, as text.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -51,6 +66,17 @@ impl Error {
         match self {
             Error::Status { status, .. } => Some(status.code()),
             _ => None,
+        }
+    }
+
+    /// Whether etcd refused the call for its token, so that a fresh one
+    /// may succeed: `invalid auth token` (expired, or etcd restarted and
+    /// forgot its simple tokens), `revision of auth store is old`, `user
+    /// name is empty` (sent without a token).
+    pub fn is_token_refusal(&self) -> bool {
+        match self {
+            Error::Status { status, .. } => is_token_text(status.message()),
+            _ => false,
         }
     }
 
@@ -78,6 +104,14 @@ impl Error {
             status: gateway_status(status),
         }
     }
+}
+
+/// Whether etcd's message (or a watch's cancel reason) says the token was
+/// the problem.
+pub fn is_token_text(msg: &str) -> bool {
+    msg.contains("invalid auth token")
+        || msg.contains("revision of auth store is old")
+        || msg.contains("user name is empty")
 }
 
 /// Rewrites the client library's own refusals into what etcd's gateway
@@ -108,7 +142,11 @@ fn transport_reason(status: &tonic::Status) -> Option<String> {
     let mut source = status.source();
     let mut io_kind = None;
     let mut from_transport = false;
+    let mut tls = None;
     while let Some(err) = source {
+        if let Some(r) = crate::tls::reason_in(err) {
+            tls = Some(r);
+        }
         if err.is::<tonic::transport::Error>() {
             from_transport = true;
         }
@@ -125,6 +163,9 @@ fn transport_reason(status: &tonic::Status) -> Option<String> {
             io_kind = Some(io.kind());
         }
         source = err.source();
+    }
+    if let Some(reason) = tls {
+        return Some(reason);
     }
     if !from_transport && io_kind.is_none() {
         return None;
@@ -150,6 +191,8 @@ impl fmt::Display for Error {
             Error::InvalidArgument(msg) | Error::Ended(msg) => f.write_str(msg),
             Error::Panic(msg) | Error::Internal(msg) => write!(f, "internal error: {msg}"),
             Error::TooBusy(n) => write!(f, "too many calls in flight (limit {n})"),
+            Error::AuthFailed { .. } => f.write_str("authenticate refresh token fail"),
+            Error::NoAnswer { endpoint } => write!(f, "{endpoint}: stream ended without an answer"),
         }
     }
 }

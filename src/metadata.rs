@@ -32,6 +32,10 @@ pub struct Metadata {
     pairs: Arc<[(AsciiMetadataKey, AsciiMetadataValue)]>,
     /// Canonical text of `pairs`: equal metadata, equal key.
     key: Arc<str>,
+    /// The connection's auth token, sent last so that no extra header can
+    /// override it; not part of equality (it is the connection's, not the
+    /// caller's).
+    token: Option<crate::auth::Token>,
 }
 
 impl PartialEq for Metadata {
@@ -94,6 +98,7 @@ impl Metadata {
         Ok(Metadata {
             pairs: parsed.into(),
             key: key.into(),
+            token: None,
         })
     }
 
@@ -102,12 +107,28 @@ impl Metadata {
         self.pairs.is_empty()
     }
 
+    /// This metadata plus the auth token `token` (`None`: as it is).
+    pub fn with_token(&self, token: Option<crate::auth::Token>) -> Metadata {
+        Metadata {
+            token,
+            ..self.clone()
+        }
+    }
+
+    /// The generation of the token carried (0: none).
+    pub fn token_generation(&self) -> u64 {
+        self.token.as_ref().map_or(0, |t| t.generation)
+    }
+
     /// Wraps `msg` in a request that carries this metadata.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
         let map = req.metadata_mut();
         for (k, v) in self.pairs.iter() {
             map.insert(k.clone(), v.clone());
+        }
+        if let Some(t) = &self.token {
+            map.insert("token", t.value.clone());
         }
         req
     }
@@ -155,6 +176,20 @@ mod tests {
         let c = headers(&[("Grpc-Metadata-a", "0"), ("grpc-metadata-A", "1")]).unwrap();
         assert_eq!(c.request(()).metadata().get("a").unwrap(), "1");
         assert_eq!(c.request(()).metadata().len(), 1);
+    }
+
+    #[test]
+    fn extra_headers_cannot_override_the_token() {
+        let m = headers(&[("Grpc-Metadata-token", "forged")]).unwrap();
+        let t = crate::auth::Token {
+            generation: 1,
+            value: "real".parse().unwrap(),
+        };
+        let with = m.with_token(Some(t));
+        assert_eq!(with, m, "the token is not part of the metadata's identity");
+        let req = with.request(());
+        assert_eq!(req.metadata().get_all("token").iter().count(), 1);
+        assert_eq!(req.metadata().get("token").unwrap(), "real");
     }
 
     #[test]

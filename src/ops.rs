@@ -7,11 +7,12 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 use crate::pb::etcdserverpb::{
-    DeleteRangeRequest as PbDeleteRangeRequest, PutRequest as PbPutRequest,
+    DeleteRangeRequest as PbDeleteRangeRequest, LeaseGrantRequest as PbLeaseGrantRequest,
+    LeaseTimeToLiveRequest as PbLeaseTimeToLiveRequest, PutRequest as PbPutRequest,
     RangeRequest as PbRangeRequest, TxnRequest as PbTxnRequest,
 };
 use crate::shape::{self, Reply};
-use crate::{kv, maintenance};
+use crate::{kv, lease, maintenance};
 
 /// One request, fully validated, ready to send.
 #[derive(Debug, Clone)]
@@ -26,6 +27,19 @@ pub enum Op {
     Txn(PbTxnRequest),
     /// `version`.
     Version,
+    /// `grant`.
+    LeaseGrant(PbLeaseGrantRequest),
+    /// `revoke`.
+    LeaseRevoke(i64),
+    /// `keepalive`: a single renewal.
+    LeaseKeepAlive(i64),
+    /// `timetolive`.
+    LeaseTimeToLive(PbLeaseTimeToLiveRequest),
+    /// `leases`.
+    LeaseLeases,
+    /// `keeper:wait(timeout)`: the keeper's state once it is no longer
+    /// alive, or when the timeout passed.
+    KeeperWait(Arc<lease::keeper::Keeper>, std::time::Duration),
     /// A request refused before reaching etcd, as the gateway refuses it.
     Refuse(String),
     /// The next response of a watcher.
@@ -48,19 +62,46 @@ pub enum Op {
 pub async fn execute(conn: Arc<Connection>, meta: Metadata, op: Op) -> Result<Reply> {
     let meta = &meta;
     let outcome = match op {
-        Op::Range(req) => kv::range(&conn, meta, req).await.map(shape::range_reply),
-        Op::Put(req) => kv::put(&conn, meta, req).await.map(shape::put_reply),
+        Op::Range(req) => kv::range(&conn, meta, req)
+            .await
+            .map(shape::kv::range_reply),
+        Op::Put(req) => kv::put(&conn, meta, req).await.map(shape::kv::put_reply),
         Op::DeleteRange(req) => kv::delete_range(&conn, meta, req)
             .await
-            .map(|r| shape::delete_reply(&r)),
+            .map(|r| shape::kv::delete_reply(&r)),
         Op::Txn(req) => kv::txn(&conn, meta, req)
             .await
-            .map(|r| shape::txn_reply(&r)),
+            .map(|r| shape::kv::txn_reply(&r)),
         Op::Refuse(msg) => Err(Error::bad_request(msg)),
-        Op::WatchRead(w) => w.next().await.map(|v| Reply::ok(v, None)),
+        Op::WatchRead(w) => w
+            .next()
+            .await
+            .map(|r| Reply::ok(shape::watch::response(&r, w.watch_id()), None)),
         Op::Version => maintenance::status(&conn, meta)
             .await
             .map(|r| shape::version_reply(&r)),
+        Op::LeaseGrant(req) => lease::grant(&conn, meta, req)
+            .await
+            .map(|r| shape::lease::grant_reply(&r)),
+        Op::LeaseRevoke(id) => lease::revoke(&conn, meta, id)
+            .await
+            .map(|r| shape::lease::revoke_reply(&r)),
+        Op::LeaseKeepAlive(id) => lease::keep_alive_once(&conn, meta, id)
+            .await
+            .map(|r| shape::lease::keepalive_reply(&r)),
+        Op::LeaseTimeToLive(req) => lease::time_to_live(&conn, meta, req)
+            .await
+            .map(|r| shape::lease::timetolive_reply(&r)),
+        Op::LeaseLeases => lease::leases(&conn, meta)
+            .await
+            .map(|r| shape::lease::leases_reply(&r)),
+        Op::KeeperWait(k, timeout) => {
+            let state = k.wait(timeout).await;
+            Ok(Reply::ok(
+                shape::Value::Str(state.as_str().as_bytes().to_vec()),
+                None,
+            ))
+        }
         #[cfg(feature = "test-hooks")]
         Op::Panic => panic!("etcd_grpc test hook: deliberate panic"),
         #[cfg(feature = "test-hooks")]

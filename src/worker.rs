@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Runtime};
 
 use crate::bridge::Bridge;
-use crate::connection::{Config, Connection};
+use crate::connection::{Config, Connection, Key};
 use crate::doorbell::{Doorbell, Listener};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 use crate::ops::{self, Op};
+use crate::registry::Streams;
 use crate::runtime;
 use crate::shape::Reply;
 
@@ -30,7 +31,9 @@ pub struct Worker {
     handle: Handle,
     bell: Arc<Doorbell>,
     bridge: Bridge<Reply>,
-    connections: Mutex<HashMap<String, Shared>>,
+    connections: Mutex<HashMap<Key, Shared>>,
+    /// The services' long-lived streams over those connections.
+    streams: Streams,
     closed: AtomicBool,
     calls: AtomicU64,
 }
@@ -128,6 +131,7 @@ impl Worker {
             bridge: Bridge::new(bell.clone()),
             bell,
             connections: Mutex::new(HashMap::new()),
+            streams: Streams::default(),
             closed: AtomicBool::new(false),
             calls: AtomicU64::new(0),
         })
@@ -167,7 +171,20 @@ impl Worker {
     ) -> crate::watch::Watcher {
         // The hub task is spawned on first use: it must see our runtime.
         let _ctx = self.handle.enter();
-        conn.watch_hub(meta).watch(spec)
+        self.streams.watch_hub(conn, meta).watch(spec)
+    }
+
+    /// Starts a keeper of lease `id` on the LeaseKeepAlive stream of `conn`
+    /// that carries metadata `meta`.
+    pub fn keep_lease(
+        &self,
+        conn: &Arc<Connection>,
+        meta: &Metadata,
+        id: i64,
+    ) -> crate::lease::keeper::Keeper {
+        // The keepers' task is spawned on first use: it must see our runtime.
+        let _ctx = self.handle.enter();
+        self.streams.keepers(conn, meta).keep(id)
     }
 
     /// Starts `job`; its result arrives through [`Worker::drain`].
@@ -243,6 +260,7 @@ impl Worker {
     pub fn shutdown(&self) {
         self.bridge.begin_exit();
         self.closed.store(true, Ordering::Release);
+        self.streams.shutdown();
         self.bell.detach();
         self.connections
             .lock()
@@ -260,14 +278,12 @@ impl Worker {
 
     /// Figures for introspection.
     pub fn stats(&self) -> Stats {
-        // One lock for both figures (a guard in a struct literal would live
-        // to the end of the statement and deadlock a second lock).
-        let (connections, watchers, watch_streams) = {
+        let (connections, authenticates, tls_handshakes) = {
             let map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
             (
                 map.len(),
-                map.values().map(|c| c.conn.watchers()).sum(),
-                map.values().map(|c| c.conn.watch_streams()).sum(),
+                map.values().map(|c| c.conn.authenticates()).sum(),
+                map.values().map(|c| c.conn.tls_handshakes()).sum(),
             )
         };
         Stats {
@@ -276,8 +292,13 @@ impl Worker {
             in_flight: self.bridge.in_flight(),
             calls: self.calls.load(Ordering::Relaxed),
             connections,
-            watchers,
-            watch_streams,
+            watchers: self.streams.watch.live(),
+            watch_streams: self.streams.watch.streams(),
+            lease_keepers: self.streams.lease.live(),
+            lease_streams: self.streams.lease.streams(),
+            lease_renewals: self.streams.renewals(),
+            authenticates,
+            tls_handshakes,
             exiting: self.bridge.is_exiting(),
         }
     }
@@ -286,7 +307,7 @@ impl Worker {
 /// Drops the connections that no client, watcher or call holds any more
 /// and that no client asked for within the idle time. Dropping the last
 /// `Arc` closes both channels (and their TCP connections).
-fn evict_unused(map: &mut HashMap<String, Shared>) {
+fn evict_unused(map: &mut HashMap<Key, Shared>) {
     let keep = idle_keep();
     map.retain(|_, c| Arc::strong_count(&c.conn) > 1 || c.asked.elapsed() < keep);
 }
@@ -321,6 +342,17 @@ pub struct Stats {
     pub watchers: usize,
     /// Watch streams open for them (one per connection and metadata set).
     pub watch_streams: usize,
+    /// Live lease keepers.
+    pub lease_keepers: usize,
+    /// LeaseKeepAlive streams open for them (one per connection and
+    /// metadata set).
+    pub lease_streams: usize,
+    /// Renewals the keepers sent.
+    pub lease_renewals: u64,
+    /// Authenticate calls made by its connections (auth token refreshes).
+    pub authenticates: u64,
+    /// TLS handshakes made by its connections (one per TCP connection).
+    pub tls_handshakes: u64,
     /// Whether the worker is exiting.
     pub exiting: bool,
 }

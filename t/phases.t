@@ -199,7 +199,7 @@ from log
         content_by_lua_block {
             local root = "$TEST_NGINX_ROOT"
             local cmd = "LUA_PATH='" .. root .. "/lua/?.lua;;' LUA_CPATH='"
-                        .. root .. "/target/release/lib?.so;;' luajit "
+                        .. "$TEST_NGINX_ETCD_GRPC_CPATH;;' luajit "
                         .. root .. "/t/lib/plain_luajit.lua $TEST_NGINX_ETCD_HOST "
             local function run(mode)
                 local f = io.popen(cmd .. mode .. " 2>&1")

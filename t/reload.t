@@ -8,6 +8,8 @@ use EtcdGrpcTest;
 
 master_on();
 workers(2);
+# A reload sequence: TEST 2 reads, in the next generation of workers, the key
+# TEST 1 wrote before the HUP.
 no_shuffle();
 run_tests();
 

@@ -7,6 +7,8 @@ use Test::Nginx::Socket::Lua 'no_plan';
 use EtcdGrpcTest;
 
 repeat_each(1);
+# A reload sequence: each block checks what the previous generation left in
+# the shared dict (generation 1, 2, 3) across one master.
 no_shuffle();
 master_on();
 workers(2);

@@ -6,7 +6,6 @@ use Test::Nginx::Socket::Lua 'no_plan';
 use EtcdGrpcTest;
 
 repeat_each(2);
-no_shuffle();
 
 # A file-local preprocessor using the block API: the custom section
 # `--- expect_hello: NAME` becomes an expected response_body.
@@ -18,6 +17,9 @@ add_block_preprocessor(sub {
 });
 
 run_tests();
+
+# For TEST 17: `eval` code sees this only as main::runner_t_helper().
+sub runner_t_helper { "helper in main\n" }
 
 __DATA__
 
@@ -288,3 +290,16 @@ prefix ok
 --- timeout: 3
 --- response_body
 slow but fine
+
+
+
+=== TEST 17: eval sections run in package Test::Base::Filter, as upstream; main:: helpers are reachable qualified
+--- config
+    location = /t {
+        content_by_lua_block {
+            ngx.say("helper in main")
+            ngx.say("Test::Base::Filter")
+        }
+    }
+--- response_body eval
+main::runner_t_helper() . __PACKAGE__ . "\n"

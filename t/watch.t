@@ -15,7 +15,14 @@ __DATA__
         content_by_lua_block {
             local t = require "etcd_grpc_test"
             local cli = t.client()
-            assert(cli:set("/wa1/k", "v0"))
+            -- revisions are shown relative to R, the revision of this first
+            -- write: earlier blocks (in any order) moved the store's revision
+            local res = assert(cli:set("/wa1/k", "v0"))
+            local base = tonumber(res.body.header.revision)
+            local function rel(field, rev)
+                local d = tonumber(rev) - base
+                return field .. (d == 0 and "R" or string.format("R%+d", d))
+            end
             local reader, err = cli:watchdir("/wa1/", { prev_kv = true, timeout = 5 })
             if not reader then
                 ngx.say("failed to watch: ", err)
@@ -23,7 +30,7 @@ __DATA__
             end
             local function show(chunk, err)
                 if not chunk then return "nil " .. tostring(err) end
-                return t.dump(chunk.result, { "header" })
+                return (t.dump(chunk.result, { "header" }):gsub("(revision=)(%d+)", rel))
             end
             ngx.say("1: ", show(reader()))
             ngx.timer.at(0.05, function()
@@ -37,8 +44,8 @@ __DATA__
     }
 --- response_body
 1: {created=true}
-2: {events={{kv={create_revision=2,key=/wa1/k,mod_revision=3,value={x=1},version=2},prev_kv={create_revision=2,key=/wa1/k,mod_revision=2,value=v0,version=1}}}}
-3: {events={{kv={key=/wa1/k,mod_revision=4},prev_kv={create_revision=2,key=/wa1/k,mod_revision=3,value={x=1},version=2},type=DELETE}}}
+2: {events={{kv={create_revision=R,key=/wa1/k,mod_revision=R+1,value={x=1},version=2},prev_kv={create_revision=R,key=/wa1/k,mod_revision=R,value=v0,version=1}}}}
+3: {events={{kv={key=/wa1/k,mod_revision=R+2},prev_kv={create_revision=R,key=/wa1/k,mod_revision=R+1,value={x=1},version=2},type=DELETE}}}
 
 
 
@@ -57,17 +64,25 @@ __DATA__
             ngx.say("cancel again: ", select(2, cli:watchcancel(h)))
             ngx.say("after cancel: ", select(2, r2()))
             ngx.say("bad handle: ", select(2, cli:watchcancel(nil)))
+            ngx.say("bad table: ", select(2, cli:watchcancel({})))
+            -- lua-resty-etcd's handle is an http client: close() works too
+            local r3, _, h3 = cli:watchdir("/wa2/", { need_cancel = true })
+            ngx.say("created: ", r3().result.created, ", close: ", h3:close())
+            ngx.say("after close: ", select(2, r3()))
         }
     }
 --- response_body
 created: true
 idle: timeout
 then: closed
-created: true, handle: userdata
+created: true, handle: table
 cancel: 1
 cancel again: closed
 after cancel: closed
 bad handle: not initialized
+bad table: not initialized
+created: true, close: 1
+after close: closed
 
 
 
@@ -133,11 +148,15 @@ only puts: a,b
             local etcd = require "etcd_grpc"
             local cli = require("etcd_grpc_test").client()
             local keep = assert(cli:watch("/wa6/kept"))
+            -- held until counted (Lua's GC may run at any allocation), then
+            -- dropped, never read
+            local readers = {}
             for i = 1, 50 do
-                assert(cli:watch("/wa6/" .. i))     -- dropped at once, never read
+                readers[i] = assert(cli:watch("/wa6/" .. i))
             end
             ngx.sleep(0.2)
             ngx.say("live before GC: ", etcd.stats().watchers)
+            readers = nil
             collectgarbage("collect")
             collectgarbage("collect")
             ngx.sleep(0.2)

@@ -253,6 +253,28 @@ function _M.watchers_open(args)
 end
 
 
+-- The keepers' figures from etcd_grpc.stats().
+function _M.keepers_stats()
+    local s = etcd.stats()
+    return { keepers = s.lease_keepers, streams = s.lease_streams,
+             renewals = s.lease_renewals }
+end
+
+
+-- Grants `n` leases of `ttl` seconds and keeps each with a background
+-- keeper, held until the worker ends (etcd_grpc only: lua-resty-etcd has
+-- no keeper).
+function _M.keepers_open(args)
+    local n, ttl = tonumber(args.n), tonumber(args.ttl)
+    local cli = client(args, 60)
+    for _ = 1, n do
+        local id = assert(cli:grant(ttl)).body.ID
+        held[#held + 1] = assert(cli:lease_keeper(id))
+    end
+    return _M.keepers_stats()
+end
+
+
 -- `n` watch create/cancel cycles at concurrency `c`: each opens a watcher,
 -- reads its created answer, cancels it (make soak).
 function _M.watch_cycles(args)

@@ -312,11 +312,20 @@ local function await(client, op, args, timeout)
 end
 
 
--- Runs `op` with `args` on `client` (a native client) within `timeout`
--- seconds. Returns the reply table, or nil and an error string, plus
--- `true` as a third value when the arguments were unusable (the façade
--- raises those).
-function _M.call(client, op, args, timeout)
+-- Writes the warnings the runtime queued (an unsafe ssl_verify, a refused
+-- password) to the error log; returns its arguments.
+local function flush_notices(...)
+    local list = core.notices()
+    if list then
+        for i = 1, #list do
+            log(WARN, list[i])
+        end
+    end
+    return ...
+end
+
+
+local function dispatch(client, op, args, timeout)
     local phase = get_phase and get_phase()
     if YIELDABLE[phase] then
         local ok, err = ensure_dispatcher()
@@ -336,6 +345,15 @@ function _M.call(client, op, args, timeout)
         return client:call_once(op, args, timeout)
     end
     return client:call(op, args, timeout)
+end
+
+
+-- Runs `op` with `args` on `client` (a native client) within `timeout`
+-- seconds. Returns the reply table, or nil and an error string, plus
+-- `true` as a third value when the arguments were unusable (the façade
+-- raises those).
+function _M.call(client, op, args, timeout)
+    return flush_notices(dispatch(client, op, args, timeout))
 end
 
 

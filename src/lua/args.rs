@@ -3,15 +3,18 @@
 
 use mlua::{Lua, MultiValue, Table, Value as LuaValue};
 
+use crate::auth::Credentials;
 use crate::connection::{Config, UNLIMITED};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 use crate::ops::Op;
 use crate::pb::etcdserverpb::{
     range_request, watch_create_request, DeleteRangeRequest as PbDeleteRangeRequest,
+    LeaseGrantRequest as PbLeaseGrantRequest, LeaseTimeToLiveRequest as PbLeaseTimeToLiveRequest,
     PutRequest as PbPutRequest, RangeRequest as PbRangeRequest,
     WatchCreateRequest as PbWatchCreateRequest,
 };
+use crate::tls::{Secret, Sources as TlsSources, Tls};
 
 /// A malformed argument.
 pub fn bad(msg: String) -> Error {
@@ -209,6 +212,17 @@ fn parse_op(lua: &Lua, name: &str, args: Option<&Table>) -> Result<Op> {
         ("delete", Some(t)) => delete(&Fields::read(lua, t, DELETE)?),
         ("txn", Some(a)) => Ok(Op::Txn(super::txn::txn(a)?)),
         ("version", _) => Ok(Op::Version),
+        ("grant", Some(a)) => Ok(Op::LeaseGrant(PbLeaseGrantRequest {
+            ttl: int(a, "ttl")?,
+            id: lease_id(a)?,
+        })),
+        ("revoke", Some(a)) => Ok(Op::LeaseRevoke(lease_id(a)?)),
+        ("keepalive", Some(a)) => Ok(Op::LeaseKeepAlive(lease_id(a)?)),
+        ("timetolive", Some(a)) => Ok(Op::LeaseTimeToLive(PbLeaseTimeToLiveRequest {
+            id: lease_id(a)?,
+            keys: flag(a, "keys")?,
+        })),
+        ("leases", _) => Ok(Op::LeaseLeases),
         #[cfg(feature = "test-hooks")]
         ("panic", _) => Ok(Op::Panic),
         #[cfg(feature = "test-hooks")]
@@ -251,6 +265,17 @@ fn delete(a: &Fields) -> Result<Op> {
         range_end: bytes(a, "range_end")?,
         prev_kv: flag(a, "prev_kv")?,
     }))
+}
+
+/// A lease ID from field `id`: a number, or a decimal string (IDs exceed
+/// 2^53, so a string is how one round-trips without loss); nil is 0.
+pub fn lease_id(t: &Table) -> Result<i64> {
+    let v: LuaValue = t.raw_get("id").map_err(|e| bad(e.to_string()))?;
+    match v {
+        LuaValue::Nil => Ok(0),
+        LuaValue::String(s) => crate::lease::parse_id(&s.to_string_lossy()),
+        v => int_value(&v, "ID"),
+    }
 }
 
 /// A watcher's create request from `{key, range_end, start_revision,
@@ -315,9 +340,63 @@ pub fn config(t: &Table) -> Result<Config> {
         } else {
             max_recv as usize
         },
+        tls: Tls::load(&tls_sources(t)?)?,
+        credentials: credentials(t)?,
     };
     config.validate()?;
     Ok(config)
+}
+
+/// An optional string option (`opts.<name> must be string` otherwise).
+fn opt_string(t: &Table, name: &str) -> Result<Option<String>> {
+    match t.raw_get(name).map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => Ok(None),
+        LuaValue::String(s) => s
+            .to_str()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| bad(format!("opts.{name} must be string"))),
+        _ => Err(bad(format!("opts.{name} must be string"))),
+    }
+}
+
+/// An optional byte-string option (PEM contents).
+fn opt_bytes(t: &Table, name: &str) -> Result<Option<Vec<u8>>> {
+    match t.raw_get(name).map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => Ok(None),
+        LuaValue::String(s) => Ok(Some(s.as_bytes().to_vec())),
+        _ => Err(bad(format!("opts.{name} must be string"))),
+    }
+}
+
+/// The TLS options: `ssl_verify`, `sni`, `trusted_ca`, `ssl_cert_path`,
+/// `ssl_key_path`, `ssl_cert`, `ssl_key`.
+fn tls_sources(t: &Table) -> Result<TlsSources> {
+    let verify = match t.raw_get("ssl_verify").map_err(|e| bad(e.to_string()))? {
+        LuaValue::Nil => None,
+        LuaValue::Boolean(b) => Some(b),
+        _ => return Err(bad("opts.ssl_verify must be boolean".into())),
+    };
+    Ok(TlsSources {
+        verify,
+        sni: opt_string(t, "sni")?,
+        trusted_ca: opt_string(t, "trusted_ca")?,
+        cert_path: opt_string(t, "ssl_cert_path")?,
+        key_path: opt_string(t, "ssl_key_path")?,
+        cert: opt_bytes(t, "ssl_cert")?,
+        key: opt_bytes(t, "ssl_key")?,
+    })
+}
+
+/// `user` and `password`: auth is on only when both are set, as in
+/// lua-resty-etcd (the façade has checked their types).
+fn credentials(t: &Table) -> Result<Option<Credentials>> {
+    match (opt_string(t, "user")?, opt_bytes(t, "password")?) {
+        (Some(user), Some(pw)) => Ok(Some(Credentials {
+            user,
+            password: Secret(pw.into()),
+        })),
+        _ => Ok(None),
+    }
 }
 
 /// The metadata of a client config's `extra_headers` (a table of header

@@ -4,6 +4,7 @@
 
 mod args;
 mod convert;
+mod keeper;
 mod txn;
 
 use std::cell::RefCell;
@@ -15,6 +16,7 @@ use crate::connection::{Config, Connection};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 use crate::ops::{self, Op};
+use crate::shape::Reply;
 use crate::worker;
 
 /// `value`, or `nil, err`, or `nil, err, true` when the caller misused the
@@ -92,18 +94,56 @@ struct WatcherHandle {
     canceled: std::cell::Cell<bool>,
 }
 
-impl WatcherHandle {
-    /// The job behind `op`. Reads send nothing to etcd: no metadata.
-    fn job(
-        &self,
-        op: &str,
-    ) -> Result<impl std::future::Future<Output = Result<crate::shape::Reply>>> {
+/// A job a handle runs through the bridge.
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply>> + Send>>;
+
+/// A long-lived native object whose operations run through the same
+/// submit/call paths as a client's (so the Lua bridge waits on them).
+trait Jobs: Sized + 'static {
+    /// Why the object does not work in the init phase.
+    const NOT_IN_INIT: &'static str;
+    /// The job behind `op` with arguments `a`.
+    fn job(&self, op: &str, a: Option<&Table>) -> Result<Job>;
+}
+
+/// Adds `submit`, `call` and `call_once` for a [`Jobs`] handle.
+fn add_job_methods<T: Jobs, M: UserDataMethods<T>>(methods: &mut M) {
+    methods.add_method(
+        "submit",
+        |lua, this, (op, a, timeout): (String, Option<Table>, f64)| {
+            let id = this.job(&op, a.as_ref()).and_then(|job| {
+                let timeout = args::timeout(timeout)?;
+                worker::current()?.submit_read(timeout, job)
+            });
+            ret(lua, id)
+        },
+    );
+    methods.add_method(
+        "call",
+        |lua, this, (op, a, timeout): (String, Option<Table>, f64)| {
+            let reply = this.job(&op, a.as_ref()).and_then(|job| {
+                let timeout = args::timeout(timeout)?;
+                worker::current()?.call_blocking(timeout, job)
+            });
+            ret(lua, reply.and_then(|r| reply_table(lua, &r)))
+        },
+    );
+    methods.add_method("call_once", |lua, _this, _: mlua::MultiValue| {
+        ret::<bool>(lua, Err(Error::InvalidArgument(T::NOT_IN_INIT.into())))
+    });
+}
+
+impl Jobs for WatcherHandle {
+    const NOT_IN_INIT: &'static str = "watch is not available in the init phase";
+
+    /// `read`. Reads send nothing to etcd: no metadata.
+    fn job(&self, op: &str, _a: Option<&Table>) -> Result<Job> {
         match op {
-            "read" => Ok(ops::execute(
+            "read" => Ok(Box::pin(ops::execute(
                 self.conn.clone(),
                 Metadata::default(),
                 Op::WatchRead(self.watcher.clone()),
-            )),
+            ))),
             _ => Err(Error::Internal(format!("unknown watcher operation: {op}"))),
         }
     }
@@ -111,34 +151,7 @@ impl WatcherHandle {
 
 impl UserData for WatcherHandle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method(
-            "submit",
-            |lua, this, (op, _a, timeout): (String, Option<Table>, f64)| {
-                let id = this.job(&op).and_then(|job| {
-                    let timeout = args::timeout(timeout)?;
-                    worker::current()?.submit_read(timeout, job)
-                });
-                ret(lua, id)
-            },
-        );
-        methods.add_method(
-            "call",
-            |lua, this, (op, _a, timeout): (String, Option<Table>, f64)| {
-                let reply = this.job(&op).and_then(|job| {
-                    let timeout = args::timeout(timeout)?;
-                    worker::current()?.call_blocking(timeout, job)
-                });
-                ret(lua, reply.and_then(|r| reply_table(lua, &r)))
-            },
-        );
-        methods.add_method("call_once", |lua, _this, _: mlua::MultiValue| {
-            ret::<bool>(
-                lua,
-                Err(Error::InvalidArgument(
-                    "watch is not available in the init phase".into(),
-                )),
-            )
-        });
+        add_job_methods(methods);
         // `1`, or `nil, "closed"` when already canceled (lua-resty-etcd's
         // watchcancel answers).
         methods.add_method("cancel", |lua, this, ()| {
@@ -187,6 +200,19 @@ impl UserData for Client {
                 ret(lua, this.call_once(lua, &op, a, timeout))
             },
         );
+        // Starts at once, in any phase: no round trip to etcd here.
+        methods.add_method("keeper", |lua, this, a: Table| {
+            let made = args::lease_id(&a).and_then(|id| {
+                let w = worker::current()?;
+                let conn = this.connection(w)?;
+                let keeper = Arc::new(w.keep_lease(&conn, &this.meta, id));
+                Ok(keeper::KeeperHandle { keeper, conn })
+            });
+            match made {
+                Ok(h) => lua.create_userdata(h)?.into_lua_multi(lua),
+                Err(e) => (mlua::Nil, e.to_string()).into_lua_multi(lua),
+            }
+        });
     }
 }
 
@@ -240,7 +266,12 @@ fn stats(lua: &Lua, _: ()) -> LuaResult<Option<Table>> {
     t.raw_set("connections", s.connections)?;
     t.raw_set("watchers", s.watchers)?;
     t.raw_set("watch_streams", s.watch_streams)?;
+    t.raw_set("lease_keepers", s.lease_keepers)?;
+    t.raw_set("lease_streams", s.lease_streams)?;
+    t.raw_set("lease_renewals", s.lease_renewals)?;
     t.raw_set("exiting", s.exiting)?;
+    t.raw_set("authenticates", s.authenticates)?;
+    t.raw_set("tls_handshakes", s.tls_handshakes)?;
     Ok(Some(t))
 }
 
@@ -252,6 +283,16 @@ pub fn exports(lua: &Lua) -> LuaResult<Table> {
     t.set("drain", lua.create_function(drain)?)?;
     t.set("doorbell", lua.create_function(doorbell)?)?;
     t.set("stats", lua.create_function(stats)?)?;
+    t.set(
+        "notices",
+        lua.create_function(|lua, ()| {
+            let list = crate::notice::take();
+            if list.is_empty() {
+                return Ok(None);
+            }
+            lua.create_sequence_from(list).map(Some)
+        })?,
+    )?;
     t.set(
         "begin_exit",
         lua.create_function(|_, ()| {

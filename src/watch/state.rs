@@ -1,7 +1,8 @@
 //! The hub's bookkeeping: which watchers are live, what etcd calls each of
 //! them on the current stream, where each would resume, and what every
 //! response from etcd does to them. No I/O here: requests go out through
-//! the stream's request channel.
+//! the stream's request channel. Responses stay etcd's typed messages;
+//! shaping happens where replies are built.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -14,12 +15,11 @@ use crate::pb::etcdserverpb::{
     watch_request::RequestUnion, WatchCancelRequest as PbWatchCancelRequest,
     WatchRequest as PbWatchRequest, WatchResponse as PbWatchResponse,
 };
-use crate::shape::{self, Value};
 
 /// One live watcher, as the hub tracks it.
 pub(super) struct Live {
     spec: Spec,
-    tx: mpsc::Sender<Value>,
+    tx: mpsc::Sender<PbWatchResponse>,
     ended: Arc<Mutex<Option<String>>>,
     /// etcd's id for it on the current stream, once created.
     etcd_id: Option<i64>,
@@ -29,6 +29,29 @@ pub(super) struct Live {
     acked: bool,
     /// Events of a fragmented response, until its last fragment.
     fragments: Vec<crate::pb::mvccpb::Event>,
+    /// Encoded size of `fragments`, bounded by [`MergeLimit`].
+    merged_bytes: usize,
+    /// Whether its last create was refused for the stream's token and the
+    /// stream reopened with a fresh one (reset once a create succeeds).
+    reauthed: bool,
+}
+
+/// How much of a fragmented response is merged before the watcher is
+/// ended instead: a fragmented revision (a huge transaction or range
+/// delete) would otherwise grow memory without bound.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MergeLimit {
+    pub(super) bytes: usize,
+    pub(super) events: usize,
+}
+
+impl Default for MergeLimit {
+    fn default() -> Self {
+        MergeLimit {
+            bytes: 256 * 1024 * 1024,
+            events: 1_000_000,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -38,6 +61,12 @@ pub(super) struct State {
     /// Watchers whose create was queued, in order; the head's is in flight.
     pub(super) pending: VecDeque<u64>,
     pub(super) counter: Arc<std::sync::atomic::AtomicUsize>,
+    pub(super) merge: MergeLimit,
+    /// Whether the stream carries a `user`/`password` token.
+    pub(super) auth: bool,
+    /// Set when a create was refused for the token: the hub drops the token
+    /// and reopens the stream (etcd's reason).
+    pub(super) reauth: Option<String>,
 }
 
 impl State {
@@ -54,7 +83,20 @@ impl State {
         for w in self.live.values_mut() {
             w.etcd_id = None;
             w.fragments.clear();
+            w.merged_bytes = 0;
         }
+    }
+
+    /// Ends every watcher with `reason` (their readers get it after what
+    /// is buffered) and forgets them.
+    pub(super) fn end_all(&mut self, reason: &str) {
+        for w in self.live.values() {
+            end(w, reason);
+        }
+        self.live.clear();
+        self.by_etcd.clear();
+        self.pending.clear();
+        self.count();
     }
 }
 
@@ -88,9 +130,14 @@ fn add(
     st: &mut State,
     id: u64,
     spec: Spec,
-    tx: mpsc::Sender<Value>,
+    tx: mpsc::Sender<PbWatchResponse>,
     ended: Arc<Mutex<Option<String>>>,
 ) {
+    // test builds only: a key that makes the hub's task panic
+    #[cfg(test)]
+    if spec.create.key == super::tests::PANIC_KEY {
+        panic!("deliberate panic in the watch state");
+    }
     st.live.insert(
         id,
         Live {
@@ -101,6 +148,8 @@ fn add(
             next_rev: 0,
             acked: false,
             fragments: Vec::new(),
+            merged_bytes: 0,
+            reauthed: false,
         },
     );
     st.pending.push_back(id);
@@ -157,12 +206,30 @@ pub(super) fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Reques
         return;
     };
     if resp.fragment {
+        w.merged_bytes += resp
+            .events
+            .iter()
+            .map(prost::Message::encoded_len)
+            .sum::<usize>();
         w.fragments.extend(resp.events);
+        if w.merged_bytes > st.merge.bytes || w.fragments.len() > st.merge.events {
+            end(
+                w,
+                &format!(
+                    "watch response too large: fragments over {} bytes or {} events, watcher canceled",
+                    st.merge.bytes, st.merge.events
+                ),
+            );
+            send_cancel(req_tx, resp.watch_id);
+            st.by_etcd.remove(&resp.watch_id);
+            st.live.remove(&id);
+        }
         return;
     }
     let mut resp = resp;
     if !w.fragments.is_empty() {
         let mut all = std::mem::take(&mut w.fragments);
+        w.merged_bytes = 0;
         all.extend(resp.events);
         resp.events = all;
     }
@@ -173,22 +240,58 @@ pub(super) fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Reques
         let rev = resp.header.as_ref().map_or(0, |h| h.revision);
         w.next_rev = w.next_rev.max(rev + 1);
     }
-    let canceled = resp.canceled;
-    let ok = deliver(w, &resp);
+    let (canceled, watch_id) = (resp.canceled, resp.watch_id);
+    let ok = deliver(w, resp);
     if canceled || !ok {
         if !ok {
-            send_cancel(req_tx, resp.watch_id);
+            send_cancel(req_tx, watch_id);
         }
-        st.by_etcd.remove(&resp.watch_id);
+        st.by_etcd.remove(&watch_id);
         st.live.remove(&id);
     }
+}
+
+/// Whether a create refusal may be the stream's token: etcd 3.5 names it,
+/// 3.4 calls every refusal `permission denied`. Each watcher gets one fresh
+/// token per refusal before a refusal is final.
+fn token_refusal(st: &State, w: &Live, resp: &PbWatchResponse) -> bool {
+    let reason = &resp.cancel_reason;
+    st.auth
+        && resp.canceled
+        && !w.reauthed
+        && (crate::error::is_token_text(reason) || reason.contains("permission denied"))
+}
+
+/// Authentication failed while (re)opening: every watcher ends with the
+/// contract's error, since no stream can be opened for them.
+pub(super) fn fail_auth(st: &mut State, err: &crate::error::Error) {
+    if !matches!(err, crate::error::Error::AuthFailed { .. }) {
+        return;
+    }
+    for (_, w) in st.live.drain() {
+        end(&w, &err.to_string());
+    }
+    st.pending.clear();
+    st.count();
 }
 
 fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
     let Some(id) = st.pending.pop_front() else {
         return;
     };
+    if st
+        .live
+        .get(&id)
+        .is_some_and(|w| token_refusal(st, w, &resp))
+    {
+        if let Some(w) = st.live.get_mut(&id) {
+            w.reauthed = true;
+        }
+        st.reauth = Some(resp.cancel_reason);
+        return;
+    }
     if let Some(w) = st.live.get_mut(&id) {
+        w.reauthed = false;
         if w.next_rev == 0 {
             // Resume point for a watch that has seen nothing yet.
             let rev = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -214,19 +317,20 @@ fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
                 w.next_rev - 1
             );
         }
-        let ok = if first || resp.canceled {
-            deliver(w, &resp)
+        let (canceled, watch_id) = (resp.canceled, resp.watch_id);
+        let ok = if first || canceled {
+            deliver(w, resp)
         } else {
             true
         };
-        if resp.canceled || !ok {
-            if went_back || !resp.canceled {
-                send_cancel(req_tx, resp.watch_id);
+        if canceled || !ok {
+            if went_back || !canceled {
+                send_cancel(req_tx, watch_id);
             }
             st.live.remove(&id);
         } else {
-            w.etcd_id = Some(resp.watch_id);
-            st.by_etcd.insert(resp.watch_id, id);
+            w.etcd_id = Some(watch_id);
+            st.by_etcd.insert(watch_id, id);
         }
     } else if !resp.canceled {
         // Removed while its create was in flight.
@@ -237,9 +341,8 @@ fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
 
 /// Hands a response to the watcher's buffer; false if the buffer is full
 /// (the watcher is then ended as too slow) or the reader is gone.
-fn deliver(w: &Live, resp: &PbWatchResponse) -> bool {
-    let shaped = shape::watch_response(resp, w.spec.create.watch_id);
-    match w.tx.try_send(shaped) {
+fn deliver(w: &Live, resp: PbWatchResponse) -> bool {
+    match w.tx.try_send(resp) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
             end(w, "watcher buffer full: reader too slow, watcher canceled");
@@ -248,3 +351,6 @@ fn deliver(w: &Live, resp: &PbWatchResponse) -> bool {
         Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
+
+#[cfg(test)]
+mod tests;

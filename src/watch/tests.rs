@@ -120,7 +120,8 @@ fn created() -> Bytes {
 /// first) and returns once the watcher got its `created` answer.
 async fn watching(endpoints: Vec<String>) -> (Arc<Connection>, super::Watcher) {
     let conn = Arc::new(Connection::new(Config::new(endpoints)).unwrap());
-    let watcher = conn.watch_hub(&Metadata::default()).watch(Spec {
+    let streams = crate::registry::Streams::default();
+    let watcher = streams.watch_hub(&conn, &Metadata::default()).watch(Spec {
         create: PbWatchCreateRequest {
             key: b"k".to_vec(),
             ..Default::default()
@@ -148,4 +149,41 @@ async fn a_stream_that_never_opens_moves_to_the_next_endpoint() {
     let (silent, second) = (Member::start(false).await, Member::start(true).await);
     let (_conn, _watcher) = watching(vec![silent.url.clone(), second.url.clone()]).await;
     assert_eq!((silent.streams(), second.streams()), (1, 1));
+}
+
+/// A watcher on this key makes the hub's task panic (test builds only).
+pub(super) const PANIC_KEY: &[u8] = b"\0panic";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_hub_ends_its_watchers_with_a_clear_error() {
+    let member = Member::start(true).await;
+    let (conn, watcher) = watching(vec![member.url.clone()]).await;
+    let streams = crate::registry::Streams::default();
+    let hub = streams.watch_hub(&conn, &Metadata::default());
+    let spec = |key: &[u8]| Spec {
+        create: PbWatchCreateRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        },
+        buffer: 16,
+    };
+    let victim = hub.watch(spec(b"k"));
+    let first = tokio::time::timeout(Duration::from_secs(10), victim.next()).await;
+    assert!(matches!(first, Ok(Ok(_))), "no created answer");
+    let _bomb = hub.watch(spec(PANIC_KEY));
+    let read = tokio::time::timeout(Duration::from_secs(10), victim.next()).await;
+    let err = match read {
+        Ok(Err(e)) => e.to_string(),
+        other => panic!("the watcher did not end: {other:?}"),
+    };
+    assert!(
+        err.starts_with("watch stream failed: internal error: deliberate panic"),
+        "{err}"
+    );
+    assert_eq!(hub.counters().panics.load(Ordering::Relaxed), 1);
+    // the hub serves on: a new watcher gets its created answer
+    let after = hub.watch(spec(b"k2"));
+    let ok = tokio::time::timeout(Duration::from_secs(10), after.next()).await;
+    assert!(matches!(ok, Ok(Ok(_))), "the hub is dead after the panic");
+    drop(watcher);
 }

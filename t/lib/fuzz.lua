@@ -31,7 +31,8 @@ local TXN_NAMES = {
 
 local METHODS = {
     "get", "set", "setnx", "setx", "delete", "readdir", "rmdir", "txn",
-    "watch", "watchdir", "watchcancel", "version",
+    "watch", "watchdir", "watchcancel", "version", "grant", "revoke",
+    "keepalive", "timetolive", "leases", "lease_keeper",
 }
 
 local NUMBERS = {
@@ -114,7 +115,8 @@ function _M.new_opts(seed, n)
     randomseed(seed)
     local names = { "timeout", "http_host", "ttl", "key_prefix", "user", "password",
                     "serializer", "protocol", "extra_headers", "max_recv_msg_size",
-                    "init_count", "unix_socket_proxy" }
+                    "init_count", "unix_socket_proxy", "trusted_ca", "ssl_verify", "sni",
+                    "ssl_cert_path", "ssl_key_path", "ssl_cert", "ssl_key" }
     local out = {}
     for i = 1, n do
         local opts = {}

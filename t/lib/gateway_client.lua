@@ -29,7 +29,7 @@
 --     >= 500 gives nil, "invalid response code: <status>".
 --
 -- Not copied (irrelevant to the comparison): health check, endpoint ring,
--- auth, TLS, lease methods, per-call timeout quirks.  watch / watchdir (added
+-- auth, TLS, per-call timeout quirks.  watch / watchdir (added
 -- for t/watch-conformance.t) follow lua-resty-etcd v1.10.7, see below.
 
 local cjson = require "cjson.safe"
@@ -534,6 +534,59 @@ end
 
 function _M.version(self)
     return request(self, "GET", "/version", nil, self.timeout)
+end
+
+
+-- Leases, as lua-resty-etcd v1.10.5 sends them: grant {TTL, ID = id or 0}
+-- after its TTL checks (typeof.int), revoke/timetolive under /kv/lease/,
+-- keepalive as a one-message stream (the body is {"result": ...}),
+-- timetolive's keys base64-decoded when the status is 200.
+function _M.grant(self, ttl, id)
+    if ttl == nil then
+        return nil, "lease grant command needs TTL argument"
+    end
+    if type(ttl) ~= "number" or ttl % 1 ~= 0 then
+        return nil, "ttl must be integer"
+    end
+    return post(self, "/lease/grant", { TTL = ttl, ID = id or 0 }, self.timeout)
+end
+
+
+function _M.revoke(self, id)
+    if id == nil then
+        return nil, "lease revoke command needs ID argument"
+    end
+    return post(self, "/kv/lease/revoke", { ID = id }, self.timeout)
+end
+
+
+function _M.keepalive(self, id)
+    if id == nil then
+        return nil, "lease keepalive command needs ID argument"
+    end
+    return post(self, "/lease/keepalive", { ID = id }, self.timeout)
+end
+
+
+function _M.timetolive(self, id, keys)
+    if id == nil then
+        return nil, "lease timetolive command needs ID argument"
+    end
+    local res, err = post(self, "/kv/lease/timetolive", { ID = id, keys = keys or false },
+                          self.timeout)
+    if res and res.status == 200 and type(res.body) == "table"
+       and type(res.body.keys) == "table"
+    then
+        for i, key in ipairs(res.body.keys) do
+            res.body.keys[i] = decode_base64(key)
+        end
+    end
+    return res, err
+end
+
+
+function _M.leases(self)
+    return post(self, "/lease/leases", nil, self.timeout)
 end
 
 

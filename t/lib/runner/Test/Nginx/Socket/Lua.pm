@@ -23,6 +23,7 @@ use File::Path qw(make_path remove_tree);
 use File::Spec ();
 use IO::Select ();
 use IO::Socket::INET ();
+use List::Util ();
 use MIME::Base64 ();
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
@@ -38,7 +39,8 @@ our $MasterProcessEnabled = $ENV{TEST_NGINX_MASTER_PROCESS} || 'off';
 our $LogLevel             = $ENV{TEST_NGINX_LOG_LEVEL} || 'debug';
 our $NoRootLocation       = 0;
 our $NoLongString         = 0;       # accepted; failures always use is()
-our $NoShuffle            = 1;       # blocks always run in file order
+our $NoShuffle            = $ENV{TEST_NGINX_NO_SHUFFLE} || 0;    # as upstream
+our $ShuffleSeed          = $ENV{TEST_NGINX_SHUFFLE_SEED};      # this runner only
 our $Timeout              = $ENV{TEST_NGINX_TIMEOUT} || 3;
 our $UseHup               = $ENV{TEST_NGINX_USE_HUP};
 our $NoClean              = $ENV{TEST_NGINX_NO_CLEAN};
@@ -71,6 +73,7 @@ my $StartTimeout  = 10;    # launcher exit + listening port accepting
 my $StopTimeout   = 3;     # grace after QUIT before SIGKILL (upstream: 3)
 my $ReloadTimeout = 10;    # HUP: new config live; old workers gone
 my $LogSettle     = 0.05;  # lets log-phase lines reach error.log
+my $PortFreeTimeout = 30;  # the listening port is free again (upstream: 30)
 
 # ------------------------------------------------------------------- state
 
@@ -79,6 +82,8 @@ my $Blocks;                # parsed blocks, cached
 my $FirstBlock = 1;
 my $ErrLogPos  = 0;        # where the current repetition's log slice starts
 my $ConfigVersion = '';    # HUP mode: served at /ver by the new config
+my $UsedSeed;              # the shuffle's seed, if blocks were shuffled
+my $StartedNginx;          # this process started an nginx (see _cleanup)
 my $NginxVersion;          # canonical, e.g. 1.022001, for skip_nginx
 our $FilterArg;            # argument of "filter=arg" while a filter runs
 
@@ -252,8 +257,13 @@ my %Filters = (
     chop    => sub (@v) { map { chop if defined; $_ } @v },
     unchomp => sub (@v) { map { $_ . "\n" } @v },
     eval    => sub (@v) {
-        my @r = _eval_in_main($v[0]);
-        die $@ if $@;
+        die "the eval filter takes one value, not " . scalar(@v) . "\n" if @v != 1;
+        my @r = Test::Base::Filter::_runner_eval($v[0]);
+        if ($@) {
+            # Upstream (Test::Base) silently makes the error the value.
+            diag("eval filter: $@(the section's value is this error text, as under upstream)");
+            return $@;
+        }
         return @r;
     },
     lines => sub (@v) {
@@ -312,15 +322,38 @@ sub run_tests :prototype() () {
     _check_nginx_binary();
     $ENV{TEST_NGINX_SERVER_PORT} //= $ServerPort;
 
-    my @blocks = blocks();
+    my @blocks = _ordered_blocks();
     for my $i (0 .. $#blocks) {
         my $block = $blocks[$i];
         $_->($block) for @BlockPreprocessors;
         $block->set_value(name => "$0 " . $block->name);    # like upstream
         _run_block($block, $i == $#blocks);
     }
+    # diag, unlike the note above, also shows in prove's non-verbose output.
+    diag("blocks ran shuffled with seed $UsedSeed: replay this order with "
+         . "TEST_NGINX_SHUFFLE_SEED=$UsedSeed")
+        if defined $UsedSeed && !Test::More->builder->is_passing;
 
     _cleanup() unless $NoClean;
+}
+
+# Like upstream, blocks run in random order unless no_shuffle() or
+# TEST_NGINX_NO_SHUFFLE; HUP mode and repeat_each change nothing (the
+# repetitions of a block stay together).  Upstream seeds with its pid and does
+# not say so; here the seed is printed and TEST_NGINX_SHUFFLE_SEED replays it.
+sub _ordered_blocks () {
+    my @blocks = blocks();
+    return @blocks if $NoShuffle || @blocks < 2;
+    my $seed = $ShuffleSeed // '';
+    $seed = $$ unless length $seed;
+    bail_out("TEST_NGINX_SHUFFLE_SEED must be a non-negative integer, not '$seed'")
+        unless $seed =~ /^\d+$/;
+    srand($seed);
+    $UsedSeed = $seed;
+    @blocks = List::Util::shuffle(@blocks);
+    note("shuffle seed: $seed (replay this order with TEST_NGINX_SHUFFLE_SEED=$seed)");
+    note('block order: ' . join(' ', map { $_->seq_num } @blocks)) if $Verbose;
+    return @blocks;
 }
 
 # One block: start (or HUP) nginx, send the request `repeat_each` times,
@@ -385,7 +418,7 @@ sub _block_spec ($block) {
 }
 
 sub _block_deadline ($spec) {
-    return 2 * $StartTimeout + 2 * $ReloadTimeout + $StopTimeout + 10
+    return 2 * $StartTimeout + $PortFreeTimeout + 2 * $ReloadTimeout + $StopTimeout + 10
         + $RepeatEach * ($spec->{timeout} + $spec->{wait} + 5);
 }
 
@@ -446,7 +479,7 @@ sub _skip_block ($block) {
         $se =~ /^\s*(\d+)\s*:\s*(.*)/s
             or bail_out("$name - invalid --- skip_eval spec: $se");
         ($n, my $code) = ($1, $2);
-        $skip = _eval_in_main($code);
+        $skip = _eval_skip($code);
         bail_out("$name - skip_eval failed: $@") if $@;
         $reason = 'skip_eval';
     }
@@ -568,6 +601,7 @@ sub _start_nginx ($name) {
     unlink $PidFile;
 
     my @cmd = ($NginxBinary, '-p', "$ServRoot/", '-c', $ConfFile, '-e', $ErrLogFile);
+    $StartedNginx = 1;
     my $launcher = fork // die "fork failed: $!\n";
     if ($launcher == 0) {
         open STDIN, '<', '/dev/null';
@@ -663,9 +697,12 @@ sub _stop_nginx ($name) {
     unlink $PidFile;
 }
 
+# Only an nginx this process started is stopped: a perl that merely loads
+# the module (perl -c, a one-liner) leaves a running suite's nginx alone.
 sub _cleanup () {
     return unless $$ == $OwnerPid;
     while (my $handler = shift @CleanupHandlers) { $handler->() }
+    return unless $StartedNginx;
     eval { _stop_nginx('cleanup'); 1 } or warn "cleanup: $@";
 }
 
@@ -738,13 +775,46 @@ sub _port_accepts () {
     return $s ? 1 : 0;
 }
 
+# A process that an earlier block's nginx forked (os.execute(... &)) keeps
+# the listening socket it inherited; upstream retries starting nginx for 30 s,
+# so this waits as long, then names whoever holds the port.
 sub _wait_port_free () {
-    my $deadline = time + 5;
+    my $deadline = time + $PortFreeTimeout;
     while (_port_accepts()) {
-        die "port $ServerPort is in use by a process this runner did not start "
-            . "(set TEST_NGINX_PORT to another port)\n" if time > $deadline;
+        if (time > $deadline) {
+            my @holders = _port_holders($ServerPort);
+            die "port $ServerPort still accepts ${PortFreeTimeout}s after the last block's nginx "
+                . 'stopped; held by: ' . (@holders ? join('; ', @holders) : 'unknown')
+                . " (another test run? set TEST_NGINX_PORT to another port)\n";
+        }
         sleep 0.1;
     }
+}
+
+# "pid (cmdline)" of every process with a listening socket on $port.
+sub _port_holders ($port) {
+    my %inodes;
+    for my $table ('/proc/net/tcp', '/proc/net/tcp6') {
+        open my $fh, '<', $table or next;
+        while (<$fh>) {
+            my @f = split;
+            next unless @f > 9 && $f[3] eq '0A';    # LISTEN
+            $inodes{ $f[9] } = 1 if $f[1] =~ /:([0-9A-F]{4})$/ && hex($1) == $port;
+        }
+    }
+    return () unless %inodes;
+    my @holders;
+    opendir my $dh, '/proc' or return ();
+    for my $pid (grep { /^\d+$/ } readdir $dh) {
+        opendir my $fd, "/proc/$pid/fd" or next;
+        my $holds = grep { (readlink("/proc/$pid/fd/$_") // '') =~ /^socket:\[(\d+)\]$/ && $inodes{$1} }
+                    readdir $fd;
+        next unless $holds;
+        (my $cmd = _slurp("/proc/$pid/cmdline") // '') =~ s/\0+/ /g;
+        $cmd =~ s/\s+$//;
+        push @holders, "$pid ($cmd)";
+    }
+    return @holders;
 }
 
 sub _stderr_text () {
@@ -1010,6 +1080,15 @@ sub _check_error_log ($block, $r, $tag, $rep) {
         }
     }
 
+    # Like upstream: [alert], [crit] and [emerg] lines are shown (not failed)
+    # unless the block's own patterns mention that level.
+    my @mentioned = map { ref $_ eq 'ARRAY' ? @$_ : $_ }
+                    grep { defined } $block->error_log, $block->no_error_log;
+    for my $level (qw(alert crit emerg)) {
+        next if grep { "$_" =~ /\Q[$level\E/ } @mentioned;
+        diag(sprintf('WARNING: %s - %s', $name, _fmt($_))) for grep { /\[$level\]/ } @lines;
+    }
+
     if (defined(my $gpat = $block->grep_error_log)) {
         $gpat = $gpat->[$rep] if ref $gpat eq 'ARRAY';
         my $expected = $block->grep_error_log_out;
@@ -1138,13 +1217,31 @@ sub _write_file ($file, $content) {
     close $fh or bail_out("cannot write $file: $!");
 }
 
-# `eval` sections run in package main, without strict, like Test::Base.
-sub _eval_in_main {
-    package main;
-    no strict;
-    no warnings;
+# skip_eval code runs where upstream runs it: in Test::Nginx::Util's
+# run_test, under strict.
+sub _eval_skip {
+    package Test::Nginx::Util;
+    use strict;
+    use warnings;
     return CORE::eval($_[0]);
 }
+
+# ============================================================ eval filter
+#
+# `--- SECTION eval` code runs where Test::Base's eval filter runs it: in
+# package Test::Base::Filter, under strict and warnings.  A helper defined in
+# the .t file is therefore only reachable as main::helper(), as upstream.
+
+package Test::Base::Filter;
+
+use strict;
+use warnings;
+no feature ':all';          # none of this file's `use v5.36` features
+use feature ':default';
+
+sub _runner_eval { return CORE::eval($_[0]) }
+
+package Test::Nginx::Socket::Lua;
 
 # ============================================================ block class
 #
@@ -1219,8 +1316,8 @@ files run unchanged under both.
 =head2 Exported functions
 
 C<run_tests>, C<blocks>, C<repeat_each>, C<workers>, C<master_on>,
-C<master_off>, C<master_process_enabled>, C<no_shuffle> (blocks always run in
-file order), C<log_level>, C<add_block_preprocessor> (the last added runs
+C<master_off>, C<master_process_enabled>, C<no_shuffle> (blocks run in file
+order; without it they run shuffled, as upstream), C<log_level>, C<add_block_preprocessor> (the last added runs
 first), C<no_long_string>, C<no_root_location>, C<env_to_nginx>, C<timeout>,
 C<worker_connections>, C<config_preamble>, C<use_hup>, C<server_root>,
 C<html_dir>, C<server_port>, C<server_port_for_client>, C<server_addr>,
@@ -1234,7 +1331,10 @@ C<< use ... tests => N >> set the plan.
 C<=== name> starts a block and C<--- section [filters]> a section.  The default
 filters are C<norm trim>.  C<-name> removes a filter and C<+name> appends one.
 C<--- name: value> is an inline section.  Supported filters: C<eval> (Perl
-code evaluated in package main), C<chomp>, C<chop>, C<trim>, C<norm>,
+code evaluated as Test::Base evaluates it: in package C<Test::Base::Filter>,
+under strict and warnings, so a helper sub of the .t file must be called as
+C<main::helper()>; an error becomes the section's value, as upstream, and is
+also shown with C<diag>), C<chomp>, C<chop>, C<trim>, C<norm>,
 C<unchomp>, C<lines>, C<join>, C<regexp>, C<base64_decode>, C<base64_encode>,
 and any function C<main::NAME>.  C<ONLY>, C<SKIP> and C<LAST> work as in
 Test::Base.
@@ -1280,7 +1380,10 @@ anchored, as C<^value$>.
 
 One substring per line, or with C<eval> a string, a qr// or an array ref of
 them.  Only lines written during the current request are checked.  The slice
-starts at nginx start, or at the HUP in HUP mode.
+starts at nginx start, or at the HUP in HUP mode.  As upstream, C<[alert]>, C<[crit]> and
+C<[emerg]> lines of the slice are shown as C<WARNING: ...> diagnostics (not
+failures) unless the block's C<error_log> or C<no_error_log> patterns mention
+that level.
 
 =item C<grep_error_log>, C<grep_error_log_out>
 
@@ -1362,6 +1465,18 @@ After each HUP the runner waits until a hidden C<Host: Test-Nginx> C</ver>
 location serves the new config's version and every old worker has exited.
 A rejected config (C<[emerg]>) fails the block.
 
+=item C<TEST_NGINX_NO_SHUFFLE=1>
+
+Blocks run in file order, as with C<no_shuffle()> (upstream's switch).
+
+=item C<TEST_NGINX_SHUFFLE_SEED=N>
+
+The seed of the shuffle (this runner only).  Without it the seed is the pid,
+as upstream.  Each shuffled run prints C<# shuffle seed: N> (a note), and a
+failing one repeats it with C<diag>, which prove shows without C<-v>; the same
+seed gives the same order for the same file.  C<TEST_NGINX_VERBOSE=1> also prints
+the block order.
+
 =item C<TEST_NGINX_NO_CLEAN=1>
 
 nginx is left running after the last block.
@@ -1382,7 +1497,8 @@ C<BAIL_OUT>.
 
 =item *
 
-Blocks are never shuffled.
+The shuffle seed is printed and can be set (C<TEST_NGINX_SHUFFLE_SEED>).
+Upstream seeds with its pid and prints nothing.
 
 =item *
 
@@ -1404,7 +1520,17 @@ greater than 1.
 =item *
 
 nginx is stopped at the end of each block rather than at the start of the
-next.  C<access_log> is off.
+next.  C<access_log> is off.  Before starting nginx the runner waits up to
+30 s (upstream retries the start for 30 s) for the port to be free, e.g.
+of a background process an earlier block's nginx forked, which inherited the
+listening socket, and then names the processes that hold it.  At exit it
+stops only an nginx it started itself (upstream stops whatever the pid file
+names).
+
+=item *
+
+In HUP mode the runner also waits until the old workers have exited;
+upstream only waits until C</ver> serves the new config version.
 
 =item *
 

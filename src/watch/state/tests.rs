@@ -1,0 +1,98 @@
+//! The hub's bookkeeping without a stream: fragment merging and its bound.
+
+use super::*;
+use crate::pb::mvccpb::{Event, KeyValue};
+
+fn created(watch_id: i64) -> PbWatchResponse {
+    PbWatchResponse {
+        created: true,
+        watch_id,
+        ..Default::default()
+    }
+}
+
+fn fragment(watch_id: i64, value: usize, more: bool) -> PbWatchResponse {
+    PbWatchResponse {
+        watch_id,
+        fragment: more,
+        events: vec![Event {
+            kv: Some(KeyValue {
+                key: b"k".to_vec(),
+                value: vec![b'x'; value],
+                mod_revision: 5,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+type Fixture = (
+    State,
+    mpsc::Receiver<PbWatchResponse>,
+    Arc<Mutex<Option<String>>>,
+    mpsc::UnboundedReceiver<PbWatchRequest>,
+    Requests,
+);
+
+/// A state with one created watcher (etcd id 7) and its reader.
+fn one_watcher(limit: MergeLimit) -> Fixture {
+    let mut st = State {
+        merge: limit,
+        ..State::default()
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let ended = Arc::new(Mutex::new(None));
+    let (req_tx, req_rx) = mpsc::unbounded_channel();
+    let spec = Spec {
+        create: Default::default(),
+        buffer: 16,
+    };
+    online(&mut st, Cmd::Add(1, spec, tx, ended.clone()), &req_tx);
+    on_response(&mut st, created(7), &req_tx);
+    (st, rx, ended, req_rx, req_tx)
+}
+
+#[test]
+fn fragments_are_merged_into_one_response() {
+    let (mut st, mut rx, _, _, req_tx) = one_watcher(MergeLimit::default());
+    assert!(rx.try_recv().unwrap().created);
+    on_response(&mut st, fragment(7, 10, true), &req_tx);
+    on_response(&mut st, fragment(7, 10, true), &req_tx);
+    assert!(rx.try_recv().is_err(), "a fragment was delivered alone");
+    on_response(&mut st, fragment(7, 10, false), &req_tx);
+    assert_eq!(rx.try_recv().unwrap().events.len(), 3);
+    assert_eq!(st.live.len(), 1);
+}
+
+#[test]
+fn a_merge_over_the_limit_ends_the_watcher_clearly() {
+    let limit = MergeLimit {
+        bytes: 100,
+        events: 1000,
+    };
+    let (mut st, mut rx, ended, mut req_rx, req_tx) = one_watcher(limit);
+    let _ = rx.try_recv();
+    while req_rx.try_recv().is_ok() {}
+    on_response(&mut st, fragment(7, 60, true), &req_tx);
+    assert_eq!(st.live.len(), 1);
+    on_response(&mut st, fragment(7, 60, true), &req_tx);
+    assert!(st.live.is_empty(), "the watcher outlived the limit");
+    let reason = ended.lock().unwrap().clone().unwrap_or_default();
+    assert!(reason.starts_with("watch response too large"), "{reason}");
+    assert!(matches!(
+        req_rx.try_recv().ok().and_then(|r| r.request_union),
+        Some(RequestUnion::CancelRequest(_))
+    ));
+    // too many events counts as well
+    let limit = MergeLimit {
+        bytes: usize::MAX,
+        events: 2,
+    };
+    let (mut st, _rx, _, _, req_tx) = one_watcher(limit);
+    for _ in 0..3 {
+        on_response(&mut st, fragment(7, 1, true), &req_tx);
+    }
+    assert!(st.live.is_empty());
+}
