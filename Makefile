@@ -4,7 +4,8 @@
 #   make test    unit tests, then the Test::Nginx suites on etcd 3.5 and 3.4
 #   make demo    a local etcd plus nginx with examples/nginx.conf
 #   make bench   etcd_grpc vs the raw-Rust limit vs the HTTP gateway path
-#                (QUICK=1: a smaller run, under two minutes)
+#                (QUICK=1: a smaller run, under two minutes; BENCH_ARGS="--only kv
+#                --rounds 5 --ab ROOT,LIBDIR" for a subset, more rounds, an A/B)
 #   make soak    1,000,000 gets/sets and 100,000 watch cycles: worker RSS must
 #                stay within 5% of its warm-up value (QUICK=1: a tenth)
 #
@@ -128,12 +129,12 @@ $(LIMIT): $(SOURCES) $(LIMIT_SOURCES)
 # prints and writes bench/results/latest.json.
 bench: deps build $(LIMIT)
 	python3 bench/run.py $(if $(QUICK),--quick,--doc) --etcd $(ETCD35) \
-		--nginx $(NGINX_BIN) --modules "$(NGINX_MODULES)"
+		--nginx $(NGINX_BIN) --modules "$(NGINX_MODULES)" $(BENCH_ARGS)
 
 # Not in `make test`: a few minutes long.
 soak: deps build
 	python3 bench/soak.py $(if $(QUICK),--quick) --etcd $(ETCD35) \
-		--nginx $(NGINX_BIN) --modules "$(NGINX_MODULES)"
+		--nginx $(NGINX_BIN) --modules "$(NGINX_MODULES)" $(BENCH_ARGS)
 
 ## Other ---------------------------------------------------------------------
 

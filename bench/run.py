@@ -11,8 +11,18 @@ clients in the same run:
   gateway  the same Lua workload through etcd's JSON gateway with a
            keep-alive cosocket HTTP/1.1 client (bench/lua/gateway_http.lua)
 
+Besides the KV rows and the watch figures, two workloads are what an API
+gateway does: the start-up sync (50,000 keys x 1 KiB over 13 prefixes) and
+a watch burst (10,000 puts over 13 prefixes, watched by each of 4 nginx
+workers). Over TLS and through the mirror they are still to come: once the
+TLS branch lands, run startup_sync/watch_burst again with a TLS etcd as
+clients of their own ("grpc_tls", "gateway_tls"); the mirror adds a client
+that reads its local copy instead of etcd.
+
 Prints a table, writes bench/results/latest.json, and with --doc rewrites
-the results part of BENCHMARKS.md. --quick makes every workload smaller.
+the results part of BENCHMARKS.md. --quick makes every workload smaller;
+--only picks workloads, --rounds sets the KV rounds, --ab runs a second
+etcd_grpc build in the KV rows side by side (before/after in one run).
 """
 
 import argparse
@@ -33,6 +43,8 @@ import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENTS = ("limit", "grpc", "gateway")
+# bench/limit on each runtime; the better one per row is "limit"
+LIMITS = ("limit_multi", "limit_current")
 
 
 def free_ports(n):
@@ -96,16 +108,16 @@ class Etcd:
 class Nginx:
     """nginx with one worker; a fresh one per phase keeps RSS figures clean."""
 
-    def __init__(self, args):
+    def __init__(self, args, lua_root=ROOT, lib_dir=None, conf="nginx.conf"):
         self.args = args
         self.prefix = tempfile.mkdtemp(prefix="etcd-grpc-bench-nginx-")
         os.makedirs(os.path.join(self.prefix, "logs"))
         (self.port,) = free_ports(1)
         modules = "".join(f"load_module {m};\n" for m in args.modules.split())
-        with open(os.path.join(ROOT, "bench", "nginx.conf")) as f:
+        with open(os.path.join(ROOT, "bench", conf)) as f:
             conf = f.read()
-        for k, v in (("@LOAD_MODULES@", modules), ("@ROOT@", ROOT),
-                     ("@LIB_DIR@", args.lib_dir), ("@PORT@", str(self.port))):
+        for k, v in (("@LOAD_MODULES@", modules), ("@LUA_ROOT@", lua_root), ("@ROOT@", ROOT),
+                     ("@LIB_DIR@", lib_dir or args.lib_dir), ("@PORT@", str(self.port))):
             conf = conf.replace(k, v)
         self.conf = os.path.join(self.prefix, "nginx.conf")
         with open(self.conf, "w") as f:
@@ -114,7 +126,8 @@ class Nginx:
         wait_until(lambda: http_get(self.port, "/ready?name=x", 2)[0] == 200, "nginx")
         with open(os.path.join(self.prefix, "logs", "nginx.pid")) as f:
             master = int(f.read())
-        self.worker = children(master)[0]
+        self.workers = children(master)
+        self.worker = self.workers[0]
 
     def run(self, etcd, **params):
         query = "&".join(f"{k}={v}" for k, v in params.items())
@@ -132,7 +145,8 @@ class Nginx:
     def stop(self):
         subprocess.run([self.args.nginx, "-p", self.prefix, "-c", self.conf, "-s", "stop"],
                        stderr=subprocess.DEVNULL)
-        wait_until(lambda: not os.path.exists(f"/proc/{self.worker}"), "nginx stop")
+        wait_until(lambda: not any(os.path.exists(f"/proc/{w}") for w in self.workers),
+                   "nginx stop")
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
@@ -186,24 +200,33 @@ def median_row(rows):
 
 # ------------------------------------------------------------- workloads
 
-def kv_rows(args, etcd, ngx):
-    """get/set of 256 bytes at concurrency 1, 16, 256; the three clients
-    take turns on each row, `rounds` times, and the median run is kept."""
+def kv_rows(args, etcd, ngx, ngx_b=None):
+    """get/set of 256 bytes at concurrency 1, 16, 256; the clients take
+    turns on each row, `rounds` times, and the median run is kept. The
+    limit runs on both runtimes (multi-thread and current-thread) and the
+    better median is the row's limit."""
     sizes = {1: 1000, 16: 5000, 256: 5000} if args.quick else {1: 4000, 16: 30000, 256: 30000}
-    rounds = 1 if args.quick else 3
+    rounds = args.rounds or (1 if args.quick else 3)
     rows = []
     for op in ("get", "set"):
         for c, n in sizes.items():
-            runs = {k: [] for k in CLIENTS}
+            runs = {k: [] for k in CLIENTS + LIMITS}
             for _ in range(rounds):
-                runs["limit"].append(with_etcd_cpu(etcd, n, lambda: limit(
-                    args, etcd, "kv", "--op", op, "--concurrency", str(c), "--ops", str(n))))
+                for flavor in LIMITS:
+                    runs[flavor].append(with_etcd_cpu(etcd, n, lambda: limit(
+                        args, etcd, "kv", "--op", op, "--concurrency", str(c), "--ops", str(n),
+                        "--runtime", flavor.split("_")[1])))
                 for client in ("grpc", "gateway"):
                     runs[client].append(with_etcd_cpu(etcd, n, lambda: ngx.run(
                         etcd, w="kv", client=client, op=op, c=c, n=n)))
+                if ngx_b:
+                    runs.setdefault("grpc_b", []).append(with_etcd_cpu(etcd, n, lambda: ngx_b.run(
+                        etcd, w="kv", client="grpc", op=op, c=c, n=n)))
             row = {"op": op, "concurrency": c, "ops": n}
-            for client in CLIENTS:
-                row[client] = median_row(runs[client])
+            for client in runs:
+                if client != "limit":
+                    row[client] = median_row(runs[client])
+            row["limit"] = max((row[f] for f in LIMITS), key=lambda r: r["ops_per_sec"])
             rows.append(row)
             report.progress(f"{op} c={c}", row)
     return rows
@@ -341,6 +364,110 @@ def readdir(args, etcd):
     return out
 
 
+GW_PREFIXES = 13   # resource types of a gateway (APISIX has about as many)
+
+
+def gw_prefixes(name):
+    return ",".join(f"/bench/{name}/t{i:02d}/" for i in range(GW_PREFIXES))
+
+
+def startup_sync(args, etcd):
+    """A gateway's start-up: 50,000 keys x 1 KiB over 13 prefixes, one
+    readdir each, all at once; median time and largest peak RSS growth.
+    The limit runs on both runtimes, the faster one counts."""
+    keys = 5000 if args.quick else 50000
+    rounds = 1 if args.quick else 3
+    prefixes = gw_prefixes("gwsync")
+    for i, p in enumerate(prefixes.split(",")):
+        n = keys // GW_PREFIXES + (1 if i < keys % GW_PREFIXES else 0)
+        limit(args, etcd, "fill", "--prefix", p, "--count", str(n), "--value-size", "1024")
+    runs = {f: [limit(args, etcd, "sync", "--prefixes", prefixes, "--runtime", f.split("_")[1])
+                for _ in range(rounds)] for f in LIMITS}
+    for client in ("grpc", "gateway"):
+        ngx = Nginx(args)
+        try:
+            runs[client] = [ngx.run(etcd, w="sync", client=client, prefixes=prefixes)
+                            for _ in range(rounds)]
+        finally:
+            ngx.stop()
+    out = {"keys": keys, "prefixes": GW_PREFIXES}
+    for client, rs in runs.items():
+        rs = sorted(rs, key=lambda r: r["secs"])
+        best = dict(rs[len(rs) // 2])
+        best["rss_growth_kib"] = max(r["rss_growth_kib"] for r in rs)
+        out[client] = best
+    out["limit"] = min((out[f] for f in LIMITS), key=lambda r: r["secs"])
+    report.progress("start-up sync", out)
+    return out
+
+
+BURST_WORKERS = 4
+
+
+def watch_burst(args, etcd):
+    """10,000 puts over 13 prefixes while each of 4 workers watches every
+    prefix: the time from the writer's start until the last worker saw
+    every event, and the workers' CPU per event seen."""
+    count = 2000 if args.quick else 10000
+    prefixes = gw_prefixes("gwburst")
+    out = {"count": count, "workers": BURST_WORKERS, "prefixes": GW_PREFIXES}
+    for f in LIMITS:
+        out[f] = burst_limit(args, etcd, prefixes, count, f.split("_")[1])
+    for client in ("grpc", "gateway"):
+        ngx = Nginx(args, conf="nginx-burst.conf")
+        try:
+            out[client] = burst_nginx(args, etcd, ngx, prefixes, count, client)
+        finally:
+            ngx.stop()
+    out["limit"] = min((out[f] for f in LIMITS), key=lambda r: r["secs"])
+    report.progress("watch burst", out)
+    return out
+
+
+def burst_write(args, etcd, prefixes, count):
+    """Runs the writer; returns its start (CLOCK_REALTIME s) and result."""
+    t0 = time.time()
+    w = limit(args, etcd, "blast", "--prefix", prefixes, "--count", str(count),
+              "--concurrency", "64")
+    return t0, w
+
+
+def burst_limit(args, etcd, prefixes, count, flavor):
+    d = tempfile.mkdtemp(prefix="etcd-grpc-bench-burst-")
+    try:
+        ready = [os.path.join(d, f"ready{i}") for i in range(BURST_WORKERS)]
+        procs = [subprocess.Popen(
+            [args.limit, "watch-burst", "--prefixes", prefixes, "--count", str(count),
+             "--ready-file", r, "--runtime", flavor, "--endpoint", etcd.url],
+            stdout=subprocess.PIPE, text=True) for r in ready]
+        wait_until(lambda: all(os.path.exists(r) for r in ready), "limit burst watchers")
+        t0, w = burst_write(args, etcd, prefixes, count)
+        outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return burst_result(t0, w, count, [o["done_ns"] / 1e9 for o in outs],
+                        sum(o["cpu_secs"] for o in outs), min(o["events"] for o in outs))
+
+
+def burst_nginx(args, etcd, ngx, prefixes, count, client):
+    gen = ngx.run(etcd, w="burst_arm", client=client, prefixes=prefixes, count=count)["gen"]
+    pids = ",".join(str(p) for p in ngx.workers)
+    state = lambda: ngx.run(etcd, w="burst_state", gen=gen, pids=pids)
+    wait_until(lambda: state()["ready"] == len(ngx.workers), f"{client} burst watchers")
+    cpu0 = sum(proc_cpu(p) for p in ngx.workers)
+    t0, w = burst_write(args, etcd, prefixes, count)
+    wait_until(lambda: state()["done"] == len(ngx.workers), f"{client} burst events", 120)
+    cpu = sum(proc_cpu(p) for p in ngx.workers) - cpu0
+    done = [v / 1e9 for v in state()["done_ns"].values()]
+    return burst_result(t0, w, count, done, cpu, count)
+
+
+def burst_result(t0, writer, count, done, cpu, events):
+    seen = count * len(done)
+    return {"secs": max(done) - t0, "writer_secs": writer["secs"], "events": events,
+            "cpu_secs": cpu, "cpu_us_per_event": cpu / seen * 1e6 if seen else 0}
+
+
 def machine():
     model = ""
     try:
@@ -363,6 +490,11 @@ def main():
                                         "/usr/lib/nginx/modules/ngx_http_lua_module.so")
     p.add_argument("--lib-dir", default=os.path.join(ROOT, "target/release"))
     p.add_argument("--limit", default=os.path.join(ROOT, "target/release/bench-limit"))
+    p.add_argument("--rounds", type=int, default=0, help="rounds per kv row (default 3, 1 quick)")
+    p.add_argument("--only", default="", help="comma-separated workloads: kv,watch,watchers,"
+                                             "readdir,sync,burst,keepers (default all)")
+    p.add_argument("--ab", default="", help="ROOT,LIB_DIR of another etcd_grpc build: kv rows "
+                                           "also run it as grpc_b, side by side (no --doc)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.json"))
     args = p.parse_args()
     # SIGTERM/SIGHUP unwind like Ctrl-C, so the finally blocks stop etcd
@@ -371,21 +503,40 @@ def main():
         signal.signal(sig, signal.default_int_handler)
 
     started = time.time()
+    only = set(args.only.split(",")) if args.only else None
+    want = lambda w: only is None or w in only
     etcd = Etcd(args.etcd)
-    results = {"machine": machine(), "etcd": etcd.version, "quick": args.quick}
+    results = {"machine": machine(), "etcd": etcd.version, "quick": args.quick,
+               "load": os.getloadavg()[0]}
     try:
         ngx = Nginx(args)
+        ngx_b = None
+        if args.ab:
+            root_b, lib_b = args.ab.split(",")
+            ngx_b = Nginx(args, lua_root=root_b, lib_dir=lib_b)
         try:
-            results["kv"] = kv_rows(args, etcd, ngx)
-            results["watch_latency"] = watch_latency(args, etcd, ngx)
-            results["watch_rate"] = watch_rate(args, etcd, ngx)
+            if want("kv"):
+                results["kv"] = kv_rows(args, etcd, ngx, ngx_b)
+            if want("watch"):
+                results["watch_latency"] = watch_latency(args, etcd, ngx)
+                results["watch_rate"] = watch_rate(args, etcd, ngx)
         finally:
             ngx.stop()
-        results["watchers"] = watchers(args, etcd)
-        results["readdir"] = readdir(args, etcd)
-        results["keepers"] = keepers(args, etcd)
+            if ngx_b:
+                ngx_b.stop()
+        if want("watchers"):
+            results["watchers"] = watchers(args, etcd)
+        if want("readdir"):
+            results["readdir"] = readdir(args, etcd)
+        if want("sync"):
+            results["sync"] = startup_sync(args, etcd)
+        if want("burst"):
+            results["burst"] = watch_burst(args, etcd)
+        if want("keepers"):
+            results["keepers"] = keepers(args, etcd)
     finally:
         etcd.stop()
+    results["load"] = max(results["load"], os.getloadavg()[0])
     results["secs"] = round(time.time() - started, 1)
     results["targets"] = report.targets(results)
 
@@ -395,7 +546,9 @@ def main():
     table = report.table(results)
     print(table)
     print(f"\nwritten: {args.out} ({results['secs']} s)")
-    if args.doc:
+    if args.doc and (only or args.ab):
+        print("not updating BENCHMARKS.md: --only/--ab make a partial run")
+    elif args.doc:
         report.write_doc(os.path.join(ROOT, "BENCHMARKS.md"), results, table)
         print("updated: BENCHMARKS.md")
 

@@ -19,7 +19,8 @@
 //!   and metadata.
 //! - [`ops`]: the operations Lua can run, each from request to [`shape::Reply`].
 //! - [`shape`]: typed results to gateway-shaped values (no Lua, unit-tested),
-//!   one file per service.
+//!   one file per service, written through a [`sink`]: a value tree, or
+//!   the Lua stack directly.
 //! - [`runtime`], [`worker`]: the per-worker Tokio runtime, created after
 //!   fork, and the state a worker shares between its clients.
 //! - [`bridge`], [`doorbell`]: the non-blocking hand-off from Tokio to
@@ -44,6 +45,7 @@ pub mod pb;
 pub mod registry;
 pub mod runtime;
 pub mod shape;
+pub mod sink;
 pub mod stream;
 pub mod tls;
 pub mod watch;

@@ -64,10 +64,8 @@ pub async fn execute(conn: Arc<Connection>, meta: Metadata, op: Op) -> Result<Re
     let outcome = match op {
         Op::Range(req) => kv::range(&conn, meta, req)
             .await
-            .map(|r| shape::kv::range_reply(&r)),
-        Op::Put(req) => kv::put(&conn, meta, req)
-            .await
-            .map(|r| shape::kv::put_reply(&r)),
+            .map(shape::kv::range_reply),
+        Op::Put(req) => kv::put(&conn, meta, req).await.map(shape::kv::put_reply),
         Op::DeleteRange(req) => kv::delete_range(&conn, meta, req)
             .await
             .map(|r| shape::kv::delete_reply(&r)),

@@ -12,6 +12,7 @@ local ffi = require "ffi"
 local cjson = require "cjson.safe"
 local etcd = require "etcd_grpc"
 local gateway_http = require "gateway_http"
+local semaphore = require "ngx.semaphore"
 
 local ngx = ngx
 local C = ffi.C
@@ -22,6 +23,7 @@ local str_sub = string.sub
 local tab_sort = table.sort
 local math_floor = math.floor
 local io_open = io.open
+local ipairs = ipairs
 
 
 ffi.cdef [[
@@ -341,6 +343,136 @@ function _M.readdir(args)
     res, kvs = nil, nil
     collectgarbage()
     return { keys = keys, bytes = bytes, secs = secs, rss_growth_kib = growth }
+end
+
+
+-- Start-up sync of a gateway: one readdir per prefix, all at once (a
+-- gateway syncs each of its resource types in its own timer), every
+-- result held until the last arrived; time and peak RSS growth.
+function _M.sync(args)
+    local cli = client(args, 120)
+    assert(cli:get("/bench/warm"))   -- connections up before measuring
+    local prefixes = {}
+    for p in args.prefixes:gmatch("[^,]+") do
+        prefixes[#prefixes + 1] = p
+    end
+    local f = assert(io_open("/proc/self/clear_refs", "w"))
+    f:write("5")
+    f:close()
+    collectgarbage()
+    local rss0 = status_kib("VmRSS")
+    local cpu0, t0 = cpu_secs(), now_us()
+    local held, threads = {}, {}
+    for i, p in ipairs(prefixes) do
+        threads[i] = ngx.thread.spawn(function()
+            local res, err = cli:readdir(p)
+            assert(res and res.status == 200, err)
+            held[i] = res
+        end)
+    end
+    for i = 1, #threads do
+        assert(ngx.thread.wait(threads[i]))
+    end
+    local secs = (now_us() - t0) / 1e6
+    local cpu = cpu_secs() - cpu0
+    local keys, bytes = 0, 0
+    for i = 1, #held do
+        local kvs = held[i].body.kvs or {}
+        keys = keys + #kvs
+        for j = 1, #kvs do
+            bytes = bytes + #kvs[j].value
+        end
+    end
+    local growth = status_kib("VmHWM") - rss0
+    held = nil
+    collectgarbage()
+    return { keys = keys, bytes = bytes, secs = secs, cpu_secs = cpu,
+             rss_growth_kib = growth }
+end
+
+
+-- The watch burst (bench/nginx-burst.conf, several workers): every worker
+-- polls the shared dict for a new burst; then it opens one prefix watcher
+-- per prefix, counts itself ready, reads until it saw `count` events and
+-- records when (CLOCK_REALTIME ns) under its pid.
+local burst_gen = 0
+
+
+local function burst_agent(premature, gen, params)
+    if premature then
+        return
+    end
+    local dict = ngx.shared.bench
+    local cli = client(params, 60)
+    local readers = {}
+    for p in params.prefixes:gmatch("[^,]+") do
+        readers[#readers + 1] = open_watch(cli, params, p, true)
+    end
+    local want, seen = tonumber(params.count), 0
+    local all_seen = semaphore.new()
+    dict:incr("burst:ready:" .. gen, 1, 0)
+    local threads = {}
+    for i, reader in ipairs(readers) do
+        threads[i] = ngx.thread.spawn(function()
+            while seen < want do
+                local msg = reader()
+                if not msg then
+                    return
+                end
+                local events = msg.result and msg.result.events
+                seen = seen + (events and #events or 0)
+            end
+            all_seen:post(1)
+        end)
+    end
+    all_seen:wait(120)
+    local done_ns = realtime_ns()
+    for i = 1, #threads do
+        ngx.thread.kill(threads[i])
+    end
+    dict:set("burst:done_ns:" .. gen .. ":" .. ngx.worker.pid(), done_ns)
+    dict:incr("burst:done:" .. gen, 1, 0)
+end
+
+
+local function burst_poll(premature)
+    if premature then
+        return
+    end
+    local dict = ngx.shared.bench
+    local gen = dict:get("burst:gen") or 0
+    if gen ~= burst_gen then
+        burst_gen = gen
+        local params = cjson.decode(dict:get("burst:params"))
+        ngx.timer.at(0, burst_agent, gen, params)
+    end
+end
+
+
+function _M.init_burst_worker()
+    assert(ngx.timer.every(0.01, burst_poll))
+end
+
+
+-- Arms a burst: the workers' pollers start their agents.
+function _M.burst_arm(args)
+    local dict = ngx.shared.bench
+    dict:set("burst:params", cjson.encode(args))
+    local gen = dict:incr("burst:gen", 1, 0)
+    return { gen = gen }
+end
+
+
+-- How far the armed burst is: workers ready, done, and their done times.
+function _M.burst_state(args)
+    local dict = ngx.shared.bench
+    local gen = args.gen
+    local out = { ready = dict:get("burst:ready:" .. gen) or 0,
+                  done = dict:get("burst:done:" .. gen) or 0, done_ns = {} }
+    for pid in (args.pids or ""):gmatch("%d+") do
+        out.done_ns[pid] = dict:get("burst:done_ns:" .. gen .. ":" .. pid)
+    end
+    return out
 end
 
 

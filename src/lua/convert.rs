@@ -7,15 +7,19 @@
 //! of a call on the nginx thread. Inside the protected call a Lua error
 //! (out of memory) unwinds only these functions, which own nothing that
 //! needs dropping: they read borrowed Rust values and push onto the stack.
+//!
+//! Bodies are written through a [`Sink`] on the Lua stack: a get or a set
+//! goes from etcd's typed answer straight to Lua tables, int64 strings
+//! formatted on the stack, with no gateway-shaped tree built in between.
 
 use std::ffi::c_int;
-use std::io::Write;
 
 use mlua::ffi::{self, lua_State};
 use mlua::{Lua, Result as LuaResult, Table};
 
 use crate::error::Error;
-use crate::shape::{Reply, Value};
+use crate::shape::Reply;
+use crate::sink::Sink;
 
 /// A finished call as `drain` hands it to Lua.
 pub type Outcome = (u64, Result<Reply, Error>);
@@ -75,30 +79,62 @@ fn capacity(n: usize) -> c_int {
     c_int::try_from(n).unwrap_or(c_int::MAX)
 }
 
-/// Pushes a shaped value as the table cjson would have decoded from the
-/// gateway's JSON.
-unsafe fn push_value(state: *mut lua_State, v: &Value) {
-    match v {
-        Value::Bool(b) => ffi::lua_pushboolean(state, c_int::from(*b)),
-        Value::Int(n) => ffi::lua_pushnumber(state, *n as ffi::lua_Number),
-        Value::Str(s) => push_bytes(state, s),
-        Value::List(items) => {
-            // nesting (txn responses) needs room for two more slots per level
-            ffi::luaL_checkstack(state, 4, c"etcd_grpc: reply nested too deep".as_ptr());
-            ffi::lua_createtable(state, capacity(items.len()), 0);
-            for (i, item) in items.iter().enumerate() {
-                push_value(state, item);
-                ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
-            }
+/// Writes shaped values straight onto the Lua stack: the table cjson would
+/// have decoded from the gateway's JSON.
+struct LuaSink(*mut lua_State);
+
+impl LuaSink {
+    /// # Safety
+    /// Only inside a protected call on `state` (a push may raise on out of
+    /// memory), with nothing on the stack the writes could disturb: each
+    /// value ends up one slot above where the stack was.
+    unsafe fn new(state: *mut lua_State) -> LuaSink {
+        LuaSink(state)
+    }
+
+    fn decimal(&mut self, negative: bool, n: u64) {
+        let mut buf = [0u8; 21];
+        let text = crate::sink::decimal(&mut buf, negative, n);
+        self.str(text);
+    }
+
+    fn table(&mut self, narr: usize, nrec: usize) {
+        // SAFETY (all methods): `new`'s contract; every push has room
+        // because each map or list checks for two more slots per level.
+        unsafe {
+            ffi::luaL_checkstack(self.0, 4, c"etcd_grpc: reply nested too deep".as_ptr());
+            ffi::lua_createtable(self.0, capacity(narr), capacity(nrec));
         }
-        Value::Map(members) => {
-            ffi::luaL_checkstack(state, 4, c"etcd_grpc: reply nested too deep".as_ptr());
-            ffi::lua_createtable(state, 0, capacity(members.len()));
-            for (k, item) in members {
-                push_value(state, item);
-                set_field(state, k);
-            }
-        }
+    }
+}
+
+impl Sink for LuaSink {
+    fn str(&mut self, b: &[u8]) {
+        unsafe { push_bytes(self.0, b) }
+    }
+    fn int(&mut self, n: i64) {
+        self.decimal(n < 0, n.unsigned_abs());
+    }
+    fn uint(&mut self, n: u64) {
+        self.decimal(false, n);
+    }
+    fn number(&mut self, n: i64) {
+        unsafe { ffi::lua_pushnumber(self.0, n as ffi::lua_Number) }
+    }
+    fn boolean(&mut self, b: bool) {
+        unsafe { ffi::lua_pushboolean(self.0, c_int::from(b)) }
+    }
+    fn map(&mut self, cap: usize) {
+        self.table(0, cap);
+    }
+    fn list(&mut self, cap: usize) {
+        self.table(cap, 0);
+    }
+    fn field(&mut self, name: &'static str) {
+        unsafe { set_field(self.0, name) }
+    }
+    fn item(&mut self, i: usize) {
+        unsafe { ffi::lua_rawseti(self.0, -2, i as ffi::lua_Integer + 1) }
     }
 }
 
@@ -114,19 +150,15 @@ unsafe fn push_reply(state: *mut lua_State, r: &Reply) {
     ffi::lua_createtable(state, 0, 2);
     push_bytes(state, b"application/json");
     set_field(state, "Content-Type");
+    let mut sink = LuaSink::new(state);
     if let Some(rev) = r.revision {
-        // decimal text without allocating: an i64 needs at most 20 bytes
-        let mut buf = [0u8; 20];
-        let mut rest = &mut buf[..];
-        let _ = write!(rest, "{rev}");
-        let len = 20 - rest.len();
-        push_bytes(state, &buf[..len]);
+        sink.int(rev);
         set_field(state, "X-Etcd-Index");
     }
     set_field(state, "headers");
     ffi::lua_pushboolean(state, 1);
     set_field(state, "has_body");
-    push_value(state, &r.body);
+    r.body.write(&mut sink);
     set_field(state, "body");
 }
 

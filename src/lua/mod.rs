@@ -59,8 +59,8 @@ impl Client {
     }
 
     /// Starts an operation; returns its id for `drain`.
-    fn submit(&self, op: &str, a: Option<Table>, timeout: f64) -> Result<u64> {
-        let op = args::op(op, a.as_ref())?;
+    fn submit(&self, lua: &Lua, op: &str, a: Option<Table>, timeout: f64) -> Result<u64> {
+        let op = args::op(lua, op, a.as_ref())?;
         let timeout = args::timeout(timeout)?;
         let w = worker::current()?;
         let job = ops::execute(self.connection(w)?, self.meta.clone(), op);
@@ -69,7 +69,7 @@ impl Client {
 
     /// Runs an operation, blocking until it ends (non-yieldable phases).
     fn call(&self, lua: &Lua, op: &str, a: Option<Table>, timeout: f64) -> Result<Table> {
-        let op = args::op(op, a.as_ref())?;
+        let op = args::op(lua, op, a.as_ref())?;
         let timeout = args::timeout(timeout)?;
         let w = worker::current()?;
         let job = ops::execute(self.connection(w)?, self.meta.clone(), op);
@@ -79,7 +79,7 @@ impl Client {
 
     /// Runs an operation on a throwaway runtime (nginx's `init` phase).
     fn call_once(&self, lua: &Lua, op: &str, a: Option<Table>, timeout: f64) -> Result<Table> {
-        let op = args::op(op, a.as_ref())?;
+        let op = args::op(lua, op, a.as_ref())?;
         let timeout = args::timeout(timeout)?;
         let reply = worker::call_once(self.config.clone(), self.meta.clone(), op, timeout)?;
         reply_table(lua, &reply)
@@ -169,7 +169,7 @@ impl UserData for Client {
         methods.add_method(
             "submit",
             |lua, this, (op, a, timeout): (String, Option<Table>, f64)| {
-                ret(lua, this.submit(&op, a, timeout))
+                ret(lua, this.submit(lua, &op, a, timeout))
             },
         );
         methods.add_method(

@@ -1,31 +1,33 @@
 //! The KV service's answers (`get`, `readdir`, `set`, `delete`, `rmdir`,
 //! `txn`) in the gateway's shapes.
 
-use super::{b64, flag, header, int, revision, Bytes, Obj, Reply, Value};
+use super::{flag, header, header_field, int, revision, Body, Bytes, Obj, Reply, Value};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::mvccpb::KeyValue as PbKeyValue;
+use crate::sink::{Sink, ValueSink};
 
 /// One key-value.
 pub fn kv(kv: &PbKeyValue, bytes: Bytes) -> Value {
-    let (key, value) = match bytes {
-        Bytes::Decoded => (
-            Some(Value::Str(kv.key.clone())),
-            Some(Value::Str(kv.value.clone())),
-        ),
-        Bytes::Base64 => (b64(&kv.key), b64(&kv.value)),
-        Bytes::Event => (
-            Some(Value::Str(kv.key.clone())),
-            (!kv.value.is_empty()).then(|| Value::Str(kv.value.clone())),
-        ),
-    };
-    Obj::new()
-        .put("key", key)
-        .put("create_revision", int(kv.create_revision))
-        .put("mod_revision", int(kv.mod_revision))
-        .put("version", int(kv.version))
-        .put("value", value)
-        .put("lease", int(kv.lease))
-        .done()
+    ValueSink::build(|s| write_kv(kv, bytes, s))
+}
+
+/// Writes one key-value.
+pub fn write_kv(kv: &PbKeyValue, bytes: Bytes, s: &mut impl Sink) {
+    s.map(6);
+    match bytes {
+        Bytes::Base64 => s.b64_field("key", &kv.key),
+        Bytes::Decoded | Bytes::Event => s.str_field("key", &kv.key),
+    }
+    s.int_field("create_revision", kv.create_revision);
+    s.int_field("mod_revision", kv.mod_revision);
+    s.int_field("version", kv.version);
+    match bytes {
+        Bytes::Decoded => s.str_field("value", &kv.value),
+        Bytes::Base64 => s.b64_field("value", &kv.value),
+        Bytes::Event if !kv.value.is_empty() => s.str_field("value", &kv.value),
+        Bytes::Event => {}
+    }
+    s.int_field("lease", kv.lease);
 }
 
 pub(crate) fn kvs(list: &[PbKeyValue], bytes: Bytes) -> Option<Value> {
@@ -34,30 +36,50 @@ pub(crate) fn kvs(list: &[PbKeyValue], bytes: Bytes) -> Option<Value> {
 
 /// A Range answer (`get`, `readdir`).
 pub fn range(r: &pb::RangeResponse, bytes: Bytes) -> Value {
-    Obj::new()
-        .put("header", header(r.header.as_ref()))
-        .put("kvs", kvs(&r.kvs, bytes))
-        .put("more", flag(r.more))
-        .put("count", int(r.count))
-        .done()
+    ValueSink::build(|s| write_range(r, bytes, s))
 }
 
-/// A Range answer as a reply.
-pub fn range_reply(r: &pb::RangeResponse) -> Reply {
-    Reply::ok(range(r, Bytes::Decoded), revision(r.header.as_ref()))
+/// Writes a Range answer.
+pub fn write_range(r: &pb::RangeResponse, bytes: Bytes, s: &mut impl Sink) {
+    s.map(4);
+    header_field(r.header.as_ref(), s);
+    if !r.kvs.is_empty() {
+        s.list(r.kvs.len());
+        for (i, k) in r.kvs.iter().enumerate() {
+            write_kv(k, bytes, s);
+            s.item(i);
+        }
+        s.field("kvs");
+    }
+    s.flag_field("more", r.more);
+    s.int_field("count", r.count);
+}
+
+/// A Range answer as a reply: kept typed, shaped where it is delivered.
+pub fn range_reply(r: pb::RangeResponse) -> Reply {
+    let revision = revision(r.header.as_ref());
+    Reply::typed(Body::Range(r), revision)
 }
 
 /// A Put answer (`set`).
 pub fn put(r: &pb::PutResponse) -> Value {
-    Obj::new()
-        .put("header", header(r.header.as_ref()))
-        .put("prev_kv", r.prev_kv.as_ref().map(|k| kv(k, Bytes::Base64)))
-        .done()
+    ValueSink::build(|s| write_put(r, s))
 }
 
-/// A Put answer as a reply.
-pub fn put_reply(r: &pb::PutResponse) -> Reply {
-    Reply::ok(put(r), revision(r.header.as_ref()))
+/// Writes a Put answer.
+pub fn write_put(r: &pb::PutResponse, s: &mut impl Sink) {
+    s.map(2);
+    header_field(r.header.as_ref(), s);
+    if let Some(k) = &r.prev_kv {
+        write_kv(k, Bytes::Base64, s);
+        s.field("prev_kv");
+    }
+}
+
+/// A Put answer as a reply: kept typed, shaped where it is delivered.
+pub fn put_reply(r: pb::PutResponse) -> Reply {
+    let revision = revision(r.header.as_ref());
+    Reply::typed(Body::Put(r), revision)
 }
 
 /// A DeleteRange answer (`delete`, `rmdir`): `deleted` absent when 0.
@@ -119,7 +141,36 @@ mod tests {
             range(&r, Bytes::Base64).to_json(),
             format!(r#"{{"header":{H1}}}"#)
         );
-        assert_eq!(range_reply(&r).revision, Some(1));
+        assert_eq!(range_reply(r.clone()).revision, Some(1));
+    }
+
+    #[test]
+    fn typed_replies_shape_like_their_trees() {
+        // get's body: keys and values raw, an empty value still present
+        let r = pb::RangeResponse {
+            header: hdr(5),
+            kvs: vec![PbKeyValue {
+                key: b"/k".to_vec(),
+                create_revision: 2,
+                mod_revision: 5,
+                version: 3,
+                value: Vec::new(),
+                lease: 7,
+            }],
+            count: 1,
+            ..Default::default()
+        };
+        let reply = range_reply(r.clone());
+        assert_eq!(reply.body.value(), range(&r, Bytes::Decoded));
+        assert!(reply.body.to_json().contains(
+            r#""kvs":[{"key":"/k","create_revision":"2","mod_revision":"5","version":"3","value":"","lease":"7"}],"count":"1"}"#
+        ));
+        let p = pb::PutResponse {
+            header: hdr(6),
+            prev_kv: r.kvs.first().cloned(),
+        };
+        assert_eq!(put_reply(p.clone()).body.value(), put(&p));
+        assert_eq!(put_reply(p).revision, Some(6));
     }
 
     #[test]

@@ -10,10 +10,9 @@
 //! Keys and values of `kvs` are raw bytes (lua-resty-etcd base64-decodes
 //! them), elsewhere bytes stay base64 exactly as the gateway sent them.
 
-use base64::Engine as _;
-
 use crate::error::Error;
 use crate::pb::etcdserverpb as pb;
+use crate::sink::{Sink, ValueSink};
 
 pub mod kv;
 pub mod lease;
@@ -41,14 +40,53 @@ pub struct Reply {
     /// HTTP status the gateway would have answered with.
     pub status: u16,
     /// The decoded JSON body.
-    pub body: Value,
+    pub body: Body,
     /// `header.revision` when the response had one.
     pub revision: Option<i64>,
+}
+
+/// A reply's body: a built tree, or the typed answer of the two hot calls
+/// (get and set), shaped only where it is delivered: into Lua tables on
+/// the nginx thread, with no tree in between (see `sink`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// Already shaped.
+    Value(Value),
+    /// A Range answer, keys and values decoded (`get`, `readdir`).
+    Range(pb::RangeResponse),
+    /// A Put answer (`set`).
+    Put(pb::PutResponse),
+}
+
+impl Body {
+    /// Writes the shaped body to `s`.
+    pub fn write(&self, s: &mut impl Sink) {
+        match self {
+            Body::Value(v) => v.write(s),
+            Body::Range(r) => kv::write_range(r, Bytes::Decoded, s),
+            Body::Put(r) => kv::write_put(r, s),
+        }
+    }
+
+    /// The shaped body as a tree.
+    pub fn value(&self) -> Value {
+        ValueSink::build(|s| self.write(s))
+    }
+
+    /// The shaped body as the gateway's JSON (tests, logs).
+    pub fn to_json(&self) -> String {
+        self.value().to_json()
+    }
 }
 
 impl Reply {
     /// A 200 reply.
     pub fn ok(body: Value, revision: Option<i64>) -> Reply {
+        Reply::typed(Body::Value(body), revision)
+    }
+
+    /// A 200 reply with a typed body.
+    pub fn typed(body: Body, revision: Option<i64>) -> Reply {
         Reply {
             status: 200,
             body,
@@ -80,25 +118,9 @@ pub(crate) fn int(n: i64) -> Option<Value> {
     (n != 0).then(|| Value::Str(n.to_string().into_bytes()))
 }
 
-/// A uint64 as the gateway writes it.
-pub(crate) fn uint(n: u64) -> Option<Value> {
-    (n != 0).then(|| Value::Str(n.to_string().into_bytes()))
-}
-
 /// `true`, or absent.
 pub(crate) fn flag(b: bool) -> Option<Value> {
     b.then_some(Value::Bool(true))
-}
-
-/// Bytes as standard padded base64, absent when empty.
-pub(crate) fn b64(bytes: &[u8]) -> Option<Value> {
-    (!bytes.is_empty()).then(|| {
-        Value::Str(
-            base64::engine::general_purpose::STANDARD
-                .encode(bytes)
-                .into_bytes(),
-        )
-    })
 }
 
 /// How the bytes of a `KeyValue` are rendered.
@@ -117,15 +139,24 @@ pub enum Bytes {
 
 /// The `header` object.
 pub fn header(h: Option<&pb::ResponseHeader>) -> Option<Value> {
-    let h = h?;
-    Some(
-        Obj::new()
-            .put("cluster_id", uint(h.cluster_id))
-            .put("member_id", uint(h.member_id))
-            .put("revision", int(h.revision))
-            .put("raft_term", uint(h.raft_term))
-            .done(),
-    )
+    h.map(|h| ValueSink::build(|s| write_header(h, s)))
+}
+
+/// Writes the `header` object.
+pub fn write_header(h: &pb::ResponseHeader, s: &mut impl Sink) {
+    s.map(4);
+    s.uint_field("cluster_id", h.cluster_id);
+    s.uint_field("member_id", h.member_id);
+    s.int_field("revision", h.revision);
+    s.uint_field("raft_term", h.raft_term);
+}
+
+/// Writes `header` into the map on top, when there is one.
+pub(crate) fn header_field(h: Option<&pb::ResponseHeader>, s: &mut impl Sink) {
+    if let Some(h) = h {
+        write_header(h, s);
+        s.field("header");
+    }
 }
 
 pub(crate) fn revision(h: Option<&pb::ResponseHeader>) -> Option<i64> {
@@ -199,7 +230,7 @@ pub fn refusal(err: Error) -> Result<Reply, Error> {
     ]);
     Ok(Reply {
         status: http,
-        body,
+        body: Body::Value(body),
         revision: None,
     })
 }

@@ -148,7 +148,9 @@ fn stamp(size: usize) -> Vec<u8> {
     v
 }
 
-/// `blast`: puts as fast as C tasks can make them, to 64 keys under a prefix.
+/// `blast`: puts as fast as C tasks can make them, to 64 keys under a
+/// prefix (`--prefix` may list several, comma-separated: put i goes to
+/// prefix i mod n).
 pub struct Blast {
     pub prefix: String,
     pub count: u64,
@@ -177,15 +179,16 @@ impl Bench for Blast {
 }
 
 impl Blast {
-    /// Makes the puts, keys `prefix` + (i % 64).
+    /// Makes the puts, keys `prefix[i % n]` + (i / n % 64).
     pub async fn write(&self, ch: &Channels) -> Result<Outcome> {
-        let prefix = self.prefix.clone();
+        let prefixes: Vec<String> = self.prefix.split(',').map(String::from).collect();
+        let n = prefixes.len() as u64;
         put_loop(
             ch,
             self.concurrency,
             self.count,
             self.value_size,
-            move |i| format!("{prefix}{}", i % 64),
+            move |i| format!("{}{}", prefixes[(i % n) as usize], i / n % 64),
         )
         .await
     }

@@ -49,7 +49,12 @@ impl WatchStream {
     /// Adds a watcher on `key` and waits for it to be created (etcd wants
     /// the creates of auto-assigned ids one at a time).
     pub async fn add(&mut self, key: Vec<u8>) -> Result<()> {
-        self.requests.send(create(key, Vec::new()))?;
+        self.add_range(key, Vec::new()).await
+    }
+
+    /// [`WatchStream::add`] for `key` to `range_end`.
+    pub async fn add_range(&mut self, key: Vec<u8>, range_end: Vec<u8>) -> Result<()> {
+        self.requests.send(create(key, range_end))?;
         self.created().await
     }
 
@@ -68,7 +73,7 @@ impl WatchStream {
     }
 
     /// Like [`WatchStream::next`], but `None` after [`QUIET`] without one.
-    async fn next_or_quiet(&mut self) -> Result<Option<PbWatchResponse>> {
+    pub async fn next_or_quiet(&mut self) -> Result<Option<PbWatchResponse>> {
         match tokio::time::timeout(QUIET, self.next()).await {
             Ok(r) => r.map(Some),
             Err(_) => {
