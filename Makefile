@@ -156,6 +156,8 @@ install: build
 	$(INSTALL) -m 0755 $(LIB) $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc_core.so
 	$(INSTALL) -d $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/compat/resty
 	$(INSTALL) -m 0644 lua/compat/resty/etcd.lua $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/compat/resty/
+	$(INSTALL) -d $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/compat/resty/etcd
+	$(INSTALL) -m 0644 lua/compat/resty/etcd/health_check.lua $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/compat/resty/etcd/
 
 clean:
 	$(CARGO) clean

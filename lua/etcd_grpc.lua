@@ -8,6 +8,7 @@
 local core = require "etcd_grpc.native"
 local bridge = require "etcd_grpc.bridge"
 local options = require "etcd_grpc.options"
+local health_check = require "etcd_grpc.health_check"
 
 local type = type
 local pairs = pairs
@@ -27,9 +28,12 @@ local get_phase = ngx and ngx.get_phase
 local debug_getinfo = debug.getinfo
 
 local bridge_call = bridge.call
+local ngx_now = ngx and ngx.now
+local ngx_log = ngx and ngx.log
+local ngx_WARN = ngx and ngx.WARN
 
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = "0.1.0", health_check = health_check }
 local mt = { __index = _M }
 
 -- A per-call timeout of 0 means nginx's socket default, as in lua-resty-etcd.
@@ -163,14 +167,79 @@ function _M.new(opts)
 end
 
 
+-- How often a client pushes health_check's view to the native side.
+local HEALTH_SYNC = 0.1
+
+local NO_HEALTHY = "has no healthy etcd endpoint available"
+
+-- Calls that change nothing: retried (retry = true) after any failure.
+local READS = { range = true, version = true, timetolive = true, leases = true }
+
+
+local function health_view(self)
+    local view = self._health_view or {}
+    for i, ep in ipairs(self.endpoints) do
+        view[i] = not health_check.get_target_status(ep.http_host)
+    end
+    self._health_view = view
+    return view
+end
+
+
+-- Trades health news with the native client, when health_check was
+-- initialised: the members it found failing go to report_failure, then
+-- health_check's view goes back (due every HEALTH_SYNC s, or `now`).
+local function sync_health(self, native, now)
+    local conf = health_check.conf
+    if not conf then
+        return
+    end
+    local t = ngx_now()
+    if not now and t < (self._health_at or 0) then
+        return
+    end
+    self._health_at = t + HEALTH_SYNC
+    local fail_timeout = conf.disabled and 0 or conf.fail_timeout
+    local failed = native:health(health_view(self), fail_timeout)
+    if type(failed) == "table" then
+        for _, i in ipairs(failed) do
+            local ep = self.endpoints[i]
+            if ep then
+                health_check.report_failure(ep.http_host)
+            end
+        end
+        native:health(health_view(self), fail_timeout)
+    end
+end
+
+
 local function call(self, op, args, timeout)
     local native, err = native_client(self)
     if not native then
         return nil, err
     end
-    local res, cerr, misuse = bridge_call(native, op, args, timeout)
-    if misuse then
-        raise(cerr)
+    local conf = health_check.conf
+    local attempts = 1
+    if conf and conf.retry then
+        attempts = #self.endpoints * (tonumber(conf.max_fails) or 1) + 1
+    end
+    local res, cerr, misuse
+    for attempt = 1, attempts do
+        sync_health(self, native)
+        res, cerr, misuse = bridge_call(native, op, args, timeout)
+        if misuse then
+            raise(cerr)
+        end
+        if res or not cerr then
+            return res, cerr
+        end
+        sync_health(self, native, true)
+        -- a write is tried again only if it cannot have been applied
+        if attempt == attempts or cerr == NO_HEALTHY
+           or not (READS[op] or cerr:find("connection refused", 1, true)) then
+            break
+        end
+        ngx_log(ngx_WARN, cerr, ". Retrying")
     end
     return res, cerr
 end

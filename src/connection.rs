@@ -15,12 +15,14 @@
 //! Transport knows no services: the streams that run over the sync channel
 //! belong to the services, registered in [`crate::registry`].
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
+
+pub use call::Retry;
+pub use health::Health;
 
 use crate::auth::{Auth, Credentials};
 use crate::error::{Error, Result};
@@ -114,6 +116,10 @@ pub struct Connection {
     /// Dials `https://` endpoints (built once: the rustls config).
     tls: Option<Connector>,
     auth: Auth,
+    /// Which members may be used (suspect marks, health_check's view).
+    health: Health,
+    /// The index `next` holds, for streams that must follow a move.
+    moves: tokio::sync::watch::Sender<usize>,
 }
 
 /// A channel ready for one call, with the endpoint it goes to (for errors).
@@ -145,6 +151,7 @@ impl Connection {
                 config.endpoints.join(",")
             ));
         }
+        let config_len = config.endpoints.len();
         Ok(Connection {
             auth: Auth::new(config.credentials.clone()),
             config,
@@ -152,6 +159,8 @@ impl Connection {
             sync: Mutex::new(None),
             next: AtomicUsize::new(first),
             tls,
+            health: Health::new(config_len),
+            moves: tokio::sync::watch::Sender::new(first),
         })
     }
 
@@ -194,7 +203,11 @@ impl Connection {
 
     fn route(&self, slot: &Mutex<Option<Dialed>>) -> Result<Route> {
         let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.next.load(Ordering::Relaxed);
+        let at = self.next.load(Ordering::Relaxed);
+        let current = self.health.pick(at).ok_or(Error::NoHealthy)?;
+        if current != at {
+            self.move_from(at, current);
+        }
         let dialed = match guard.as_ref() {
             Some(d) if d.index == current => d.clone(),
             _ => {
@@ -221,56 +234,55 @@ impl Connection {
         })
     }
 
-    /// Called after a transport failure on `route`: the next call goes to
-    /// the next endpoint (a no-op with a single endpoint, where the channel
-    /// simply reconnects).
+    /// Called after a transport failure or a timeout on `route`: its member
+    /// is suspect for `fail_timeout` and the next call goes to the next
+    /// healthy member (a no-op with a single endpoint, where the channel
+    /// simply reconnects: the only member is never blacklisted).
     pub fn report_failure(&self, route: &Route) {
         let n = self.config.endpoints.len();
         if n > 1 {
-            let _ = self.next.compare_exchange(
-                route.index,
-                (route.index + 1) % n,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            self.health.mark(route.index);
+            let to = self
+                .health
+                .pick((route.index + 1) % n)
+                .unwrap_or((route.index + 1) % n);
+            self.move_from(route.index, to);
         }
+    }
+
+    /// Moves `next` from `from` to `to` unless another failure report
+    /// moved it already (a stale report does not skip a member), and tells
+    /// the streams.
+    fn move_from(&self, from: usize, to: usize) {
+        let moved = self
+            .next
+            .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed);
+        if moved.is_ok() && from != to {
+            self.moves.send_replace(to);
+        }
+    }
+
+    /// Resolves once the connection has moved away from the member of
+    /// `route`: a stream on it then reopens on the new member, instead of
+    /// waiting ~15 s for HTTP/2 pings to find a hung member dead.
+    pub fn moved_from(&self, route: &Route) -> impl std::future::Future<Output = ()> + 'static {
+        let mut rx = self.moves.subscribe();
+        let index = route.index;
+        async move {
+            if rx.wait_for(|&i| i != index).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The members' health (suspect marks and health_check's view).
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Largest response accepted, in bytes.
     pub fn max_recv(&self) -> usize {
         self.config.max_recv
-    }
-
-    /// Makes one unary call of `msg` with metadata `meta` on the CRUD
-    /// channel. A transport failure moves later calls to the next endpoint;
-    /// the error names the endpoint. Under auth, a call etcd refuses for
-    /// its token is made once more with a fresh one, transparently.
-    pub async fn unary<M, T, F, Fut>(&self, meta: &Metadata, msg: M, call: F) -> Result<T>
-    where
-        M: Clone,
-        F: Fn(Channel, tonic::Request<M>) -> Fut,
-        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
-    {
-        // Only a call that may be retried keeps a copy of its request.
-        let mut again = self.auth.enabled().then(|| msg.clone());
-        let mut msg = msg;
-        loop {
-            let meta = self.authorize(meta).await?;
-            let route = self.crud()?;
-            // Boxed: tonic's call future is kilobytes, and unboxed it would
-            // make every operation's future (moved on each hand-off) that
-            // big too.
-            match Box::pin(call(route.channel.clone(), meta.request(msg))).await {
-                Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) => {
-                    let err = self.failed(&route, status);
-                    match again.take() {
-                        Some(m) if err.is_token_refusal() => msg = m,
-                        _ => return Err(err),
-                    }
-                }
-            }
-        }
     }
 
     /// The error for a call or stream on `route` that ended with `status`.
@@ -291,7 +303,9 @@ impl Connection {
             }
         }
         let transport = matches!(err, Error::Transport { .. });
-        if transport {
+        // etcd's Unavailable (no leader, a member cut off or stopping) is
+        // the gateway's 503: a failure of the member too.
+        if transport || err.grpc_code() == Some(tonic::Code::Unavailable) {
             self.report_failure(route);
         }
         if transport || err.is_token_refusal() {
@@ -320,6 +334,9 @@ fn endpoint(uri: &str) -> Result<Endpoint> {
         .initial_connection_window_size(16 * 1024 * 1024)
         .initial_stream_window_size(8 * 1024 * 1024))
 }
+
+mod call;
+mod health;
 
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,9 @@ pub enum Error {
     /// The library itself failed (a runtime, socket or Lua value could not
     /// be made); never the caller's fault, never etcd's answer.
     Internal(String),
+    /// Every member is unhealthy for `health_check` (lua-resty-etcd's
+    /// `has no healthy etcd endpoint available`); nothing was sent.
+    NoHealthy,
     /// The worker already has this many calls in flight.
     TooBusy(usize),
     /// etcd refused `user`/`password` (or could not be asked). Displays the
@@ -190,6 +193,7 @@ impl fmt::Display for Error {
             Error::Transport { endpoint, reason } => write!(f, "{endpoint}: {reason}"),
             Error::InvalidArgument(msg) | Error::Ended(msg) => f.write_str(msg),
             Error::Panic(msg) | Error::Internal(msg) => write!(f, "internal error: {msg}"),
+            Error::NoHealthy => f.write_str("has no healthy etcd endpoint available"),
             Error::TooBusy(n) => write!(f, "too many calls in flight (limit {n})"),
             Error::AuthFailed { .. } => f.write_str("authenticate refresh token fail"),
             Error::NoAnswer { endpoint } => write!(f, "{endpoint}: stream ended without an answer"),
@@ -222,6 +226,10 @@ mod tests {
         assert_eq!(
             Error::Internal("failed to create doorbell: x".into()).to_string(),
             "internal error: failed to create doorbell: x"
+        );
+        assert_eq!(
+            Error::NoHealthy.to_string(),
+            "has no healthy etcd endpoint available"
         );
         assert_eq!(
             Error::TooBusy(7).to_string(),

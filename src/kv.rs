@@ -1,6 +1,6 @@
 //! etcd's KV service: Range, Put, DeleteRange, Txn.
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Retry};
 use crate::error::Result;
 use crate::metadata::Metadata;
 use crate::pb::etcdserverpb::kv_client::KvClient;
@@ -12,10 +12,10 @@ use crate::pb::etcdserverpb::{
 
 /// Makes one KV call with the connection's response size limit.
 macro_rules! kv_call {
-    ($conn:expr, $meta:expr, $method:ident, $req:expr) => {{
+    ($conn:expr, $retry:expr, $meta:expr, $method:ident, $req:expr) => {{
         let max = $conn.max_recv();
         $conn
-            .unary($meta, $req, |ch, req| async move {
+            .unary($retry, $meta, $req, |ch, req| async move {
                 KvClient::new(ch)
                     .max_decoding_message_size(max)
                     .$method(req)
@@ -31,12 +31,12 @@ pub async fn range(
     meta: &Metadata,
     req: PbRangeRequest,
 ) -> Result<PbRangeResponse> {
-    kv_call!(conn, meta, range, req)
+    kv_call!(conn, Retry::Read, meta, range, req)
 }
 
 /// Writes a key.
 pub async fn put(conn: &Connection, meta: &Metadata, req: PbPutRequest) -> Result<PbPutResponse> {
-    kv_call!(conn, meta, put, req)
+    kv_call!(conn, Retry::Write, meta, put, req)
 }
 
 /// Deletes a key or a range.
@@ -45,10 +45,10 @@ pub async fn delete_range(
     meta: &Metadata,
     req: PbDeleteRangeRequest,
 ) -> Result<PbDeleteRangeResponse> {
-    kv_call!(conn, meta, delete_range, req)
+    kv_call!(conn, Retry::Write, meta, delete_range, req)
 }
 
 /// Runs a transaction.
 pub async fn txn(conn: &Connection, meta: &Metadata, req: PbTxnRequest) -> Result<PbTxnResponse> {
-    kv_call!(conn, meta, txn, req)
+    kv_call!(conn, Retry::Write, meta, txn, req)
 }

@@ -2,7 +2,7 @@
 //! keepalive, time-to-live, list) and, in [`keeper`], the background
 //! keepers that renew leases over one shared LeaseKeepAlive stream.
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Retry};
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 use crate::pb::etcdserverpb::lease_client::LeaseClient;
@@ -29,10 +29,10 @@ pub fn parse_id(text: &str) -> Result<i64> {
 
 /// Makes one unary Lease call.
 macro_rules! lease_call {
-    ($conn:expr, $meta:expr, $method:ident, $req:expr) => {{
+    ($conn:expr, $retry:expr, $meta:expr, $method:ident, $req:expr) => {{
         let max = $conn.max_recv();
         $conn
-            .unary($meta, $req, |ch, req| async move {
+            .unary($retry, $meta, $req, |ch, req| async move {
                 LeaseClient::new(ch)
                     .max_decoding_message_size(max)
                     .$method(req)
@@ -48,12 +48,18 @@ pub async fn grant(
     meta: &Metadata,
     req: PbLeaseGrantRequest,
 ) -> Result<PbLeaseGrantResponse> {
-    lease_call!(conn, meta, lease_grant, req)
+    lease_call!(conn, Retry::Write, meta, lease_grant, req)
 }
 
 /// Revokes a lease, deleting its keys.
 pub async fn revoke(conn: &Connection, meta: &Metadata, id: i64) -> Result<PbLeaseRevokeResponse> {
-    lease_call!(conn, meta, lease_revoke, PbLeaseRevokeRequest { id })
+    lease_call!(
+        conn,
+        Retry::Write,
+        meta,
+        lease_revoke,
+        PbLeaseRevokeRequest { id }
+    )
 }
 
 /// A lease's remaining and granted TTL, and its keys when asked.
@@ -62,12 +68,18 @@ pub async fn time_to_live(
     meta: &Metadata,
     req: PbLeaseTimeToLiveRequest,
 ) -> Result<PbLeaseTimeToLiveResponse> {
-    lease_call!(conn, meta, lease_time_to_live, req)
+    lease_call!(conn, Retry::Read, meta, lease_time_to_live, req)
 }
 
 /// Every lease etcd holds.
 pub async fn leases(conn: &Connection, meta: &Metadata) -> Result<PbLeaseLeasesResponse> {
-    lease_call!(conn, meta, lease_leases, PbLeaseLeasesRequest {})
+    lease_call!(
+        conn,
+        Retry::Read,
+        meta,
+        lease_leases,
+        PbLeaseLeasesRequest {}
+    )
 }
 
 /// One renewal, as the gateway makes it: a LeaseKeepAlive stream that

@@ -102,6 +102,26 @@ impl Metadata {
         })
     }
 
+    /// This metadata plus `hasleader: true` (etcd's `WithRequireLeader`),
+    /// unless the caller set `hasleader` itself: a member cut off from the
+    /// quorum then ends the stream with `no leader` instead of keeping it
+    /// open and silent, and the stream moves to another member.
+    pub fn require_leader(&self) -> Metadata {
+        if self.pairs.iter().any(|(k, _)| k.as_str() == "hasleader") {
+            return self.clone();
+        }
+        let mut pairs: Vec<_> = self.pairs.to_vec();
+        pairs.push((
+            AsciiMetadataKey::from_static("hasleader"),
+            AsciiMetadataValue::from_static("true"),
+        ));
+        Metadata {
+            pairs: pairs.into(),
+            key: format!("{}hasleader=true\n", self.key).into(),
+            token: self.token.clone(),
+        }
+    }
+
     /// Whether there is nothing to send.
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()

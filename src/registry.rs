@@ -99,7 +99,11 @@ impl Streams {
     /// called inside the runtime.
     pub fn watch_hub(&self, conn: &Arc<Connection>, meta: &Metadata) -> Arc<crate::watch::Hub> {
         self.watch.get_or_start(conn, meta, || {
-            crate::watch::Hub::start(Arc::downgrade(conn), meta.clone(), self.trigger.signal())
+            crate::watch::Hub::start(
+                Arc::downgrade(conn),
+                meta.require_leader(),
+                self.trigger.signal(),
+            )
         })
     }
 

@@ -301,6 +301,16 @@ impl<S: Session> Supervisor<S> {
                 Step::Online(opened) => *opened,
             };
             let mut healthy = false;
+            // The connection left this member (a call timed out on it, a
+            // failure elsewhere): follow it now, without a backoff.
+            let moved = self.conn.upgrade().map(|c| c.moved_from(&route));
+            let moved = async move {
+                match moved {
+                    Some(m) => m.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(moved);
             loop {
                 let tick = s.next_tick();
                 let far = Instant::now() + Duration::from_secs(3600);
@@ -332,6 +342,10 @@ impl<S: Session> Supervisor<S> {
                     },
                     () = tokio::time::sleep_until(tick.unwrap_or(far)), if tick.is_some() => {
                         s.tick(&out);
+                    }
+                    () = &mut moved => {
+                        healthy = true;
+                        break;
                     }
                     () = self.shutdown.fired() => return,
                 }

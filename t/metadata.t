@@ -61,17 +61,24 @@ plain get: nil, timeout
     location = /t {
         content_by_lua_block {
             local t = require "etcd_grpc_test"
-            local strict, plain = t.leaderless({ ["grpc-metadata-HasLeader"] = "true" }, 5, 5)
-            local r = assert(plain:watch("/md/w", { timeout = 2 }))
+            local strict, plain, host = t.leaderless({ ["grpc-metadata-HasLeader"] = "true" }, 5, 5)
+            -- watch streams require a leader by default; "false" opts out
+            local optout = assert(require("etcd_grpc").new({ http_host = host, timeout = 5,
+                extra_headers = { ["Grpc-Metadata-hasleader"] = "false" } }))
+            local r = assert(optout:watch("/md/w", { timeout = 2 }))
             local res, err = r()
-            ngx.say("plain watcher: created=", tostring(res and res.result.created), " ", tostring(err))
+            ngx.say("opted-out watcher: created=", tostring(res and res.result.created), " ", tostring(err))
+            r = assert(plain:watch("/md/w", { timeout = 2 }))
+            res, err = r()
+            ngx.say("plain watcher: ", tostring(res), " ", tostring(err))
             r = assert(strict:watch("/md/w", { timeout = 2 }))
             res, err = r()
             ngx.say("strict watcher: ", tostring(res), " ", tostring(err))
         }
     }
 --- response_body
-plain watcher: created=true nil
+opted-out watcher: created=true nil
+plain watcher: nil timeout
 strict watcher: nil timeout
 
 

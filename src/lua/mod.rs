@@ -200,6 +200,39 @@ impl UserData for Client {
                 ret(lua, this.call_once(lua, &op, a, timeout))
             },
         );
+        // `native:health(unhealthy, fail_timeout)`: takes health_check's
+        // view (`unhealthy[i]` true for member i; fail_timeout 0 when
+        // disabled) and returns the 1-based members this worker found
+        // failing since the last call, or nil.
+        methods.add_method(
+            "health",
+            |lua, this, (view, fail_timeout): (Option<Table>, f64)| {
+                let conn = match worker::current().and_then(|w| this.connection(w)) {
+                    Ok(c) => c,
+                    Err(e) => return ret::<bool>(lua, Err(e)),
+                };
+                let n = this.config.endpoints.len();
+                let mut unhealthy = vec![false; n];
+                if let Some(view) = view {
+                    for (i, u) in unhealthy.iter_mut().enumerate() {
+                        *u = view.raw_get::<Option<bool>>(i + 1)?.unwrap_or(false);
+                    }
+                }
+                let secs = if fail_timeout.is_finite() {
+                    fail_timeout.clamp(0.0, 1e9)
+                } else {
+                    0.0
+                };
+                let h = conn.health();
+                h.set_view(&unhealthy, std::time::Duration::from_secs_f64(secs));
+                let reports = h.take_reports();
+                if reports.is_empty() {
+                    return mlua::Nil.into_lua_multi(lua);
+                }
+                let t = lua.create_sequence_from(reports.into_iter().map(|i| i + 1))?;
+                t.into_lua_multi(lua)
+            },
+        );
         // Starts at once, in any phase: no round trip to etcd here.
         methods.add_method("keeper", |lua, this, a: Table| {
             let made = args::lease_id(&a).and_then(|id| {

@@ -1,0 +1,279 @@
+# Clusters: a hung member is left on the per-call timeout, not after the
+# ~15 s of HTTP/2 pings; leader changes lose and double no write; a full
+# outage answers fast and heals at once; lua-resty-etcd's health_check.
+# One three-member cluster serves every block (each leaves it whole).
+use lib 't/lib';
+use Test::Nginx::Socket::Lua 'no_plan';
+use EtcdGrpcTest;
+
+master_on();
+workers(2);
+
+my @members = start_cluster(3);
+for my $i (1 .. 3) {
+    my $m = $members[$i - 1];
+    $ENV{"TEST_NGINX_MEMBER_$i"} = "$m->{host} $m->{pid}";
+    $ENV{"TEST_NGINX_RESTART_$i"} = $m->{restart};
+}
+$ENV{TEST_NGINX_CLUSTER} = join ' ', map { $_->{host} } @members;
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->set_value(main_config => join('', map { "env TEST_NGINX_MEMBER_$_;\nenv TEST_NGINX_RESTART_$_;\n" } 1 .. 3)
+                      . "env TEST_NGINX_CLUSTER;\n" . ($block->main_config // ''));
+    $block->set_value(http_config => "    lua_shared_dict cl_ctl 1m;\n    lua_shared_dict cl_hc 1m;\n"
+                      . ($block->http_config // ''));
+    $block->set_value(timeout => 90) unless defined $block->timeout;
+});
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: the used member frozen under 16 threads of gets (timeout 2): no read fails past 3 s, writes resume within 3 s
+--- config
+    location = /t {
+        content_by_lua_block {
+            local c = require "cluster_test"
+            local cli = c.client({ timeout = 2 })
+            assert(cli:set("/cl1/k", "v"))
+            local used = c.used_member()
+            ngx.say("one member used: ", used ~= nil)
+            local stop, fails_end, writes_back = false, 0, nil
+            local t0
+            local threads = {}
+            for i = 1, 16 do
+                threads[i] = ngx.thread.spawn(function()
+                    while not stop do
+                        local res, err = cli:get("/cl1/k")
+                        ngx.update_time()
+                        if not res and t0 then
+                            fails_end = math.max(fails_end, ngx.now() - t0)
+                        end
+                        ngx.sleep(0.01)
+                    end
+                end)
+            end
+            local writer = ngx.thread.spawn(function()
+                while not stop do
+                    local res = cli:set("/cl1/w", "x")
+                    ngx.update_time()
+                    if res and t0 and not writes_back then
+                        writes_back = ngx.now() - t0
+                    end
+                    ngx.sleep(0.02)
+                end
+            end)
+            ngx.sleep(0.5)
+            c.frozen({ used }, 30, function()
+                ngx.update_time()
+                t0 = ngx.now()
+                ngx.sleep(6)
+            end)
+            stop = true
+            for i = 1, 16 do ngx.thread.wait(threads[i]) end
+            ngx.thread.wait(writer)
+            ngx.say("reads failing for at most 3 s: ", fails_end <= 3, c.note(fails_end))
+            ngx.say("writes back within 3 s: ", writes_back ~= nil and writes_back <= 3, c.note(writes_back))
+            ngx.say("moved off the frozen member: ", c.used_member() ~= used)
+        }
+    }
+--- response_body
+one member used: true
+reads failing for at most 3 s: true
+writes back within 3 s: true
+moved off the frozen member: true
+--- error_log eval
+qr/cluster_test: /
+
+
+
+=== TEST 2: a single endpoint that timed out once serves the very next call
+--- config
+    location = /t {
+        content_by_lua_block {
+            local c = require "cluster_test"
+            local etcd = require "etcd_grpc"
+            local m = c.member(2)
+            local cli = assert(etcd.new({ http_host = m.host, timeout = 1 }))
+            assert(cli:set("/cl2/k", "v"))
+            local _, err
+            c.frozen({ 2 }, 20, function()
+                _, err = cli:get("/cl2/k")
+            end)
+            ngx.say("frozen: ", err)
+            local res, err2 = cli:get("/cl2/k")
+            ngx.say("next call: ", res and res.body.kvs[1].value or err2)
+        }
+    }
+--- response_body
+frozen: timeout
+next call: v
+
+
+
+=== TEST 3: every member frozen: a get (timeout 1) errs within 1.5 s, at most 2 connections per worker, the first get after the thaw succeeds within 2 s
+--- config
+    location = /t {
+        content_by_lua_block {
+            local c = require "cluster_test"
+            local cli = c.client({ timeout = 1 })
+            assert(cli:set("/cl3/k", "v"))
+            local reader = assert(cli:watchdir("/cl3/", { timeout = 30 }))
+            reader()
+            local most, slow, errs, seen = 0, 0, 0, {}
+            c.frozen({ 1, 2, 3 }, 30, function()
+                for _ = 1, 5 do
+                    ngx.update_time()
+                    local t0 = ngx.now()
+                    local res, err = cli:get("/cl3/k")
+                    ngx.update_time()
+                    if not res then errs = errs + 1 end
+                    slow = math.max(slow, ngx.now() - t0)
+                    local n = 0
+                    for i = 1, 3 do
+                        n = n + c.connections(i)
+                        for _, p in ipairs(require("etcd_grpc_test").local_ports(ngx.worker.pid(), c.member(i).port)) do
+                            seen[p] = true
+                        end
+                    end
+                    most = math.max(most, n)
+                end
+            end)
+            local attempts = 0
+            for _ in pairs(seen) do attempts = attempts + 1 end
+            c.note("outage connections seen: " .. attempts)
+            ngx.say("every get failed: ", errs == 5)
+            ngx.say("each within 1.5 s: ", slow <= 1.5, c.note(slow))
+            ngx.say("at most 2 connections: ", most <= 2, c.note(most))
+            ngx.update_time()
+            local t0 = ngx.now()
+            local res, err = cli:get("/cl3/k")
+            ngx.update_time()
+            ngx.say("after the thaw: ", res and res.body.kvs[1].value or err,
+                    " within 2 s: ", ngx.now() - t0 <= 2, c.note(ngx.now() - t0))
+        }
+    }
+--- response_body
+every get failed: true
+each within 1.5 s: true
+at most 2 connections: true
+after the thaw: v within 2 s: true
+
+
+
+=== TEST 4: health_check: every function, return value and log line (round-robin mode)
+--- config
+    location = /t {
+        content_by_lua_block {
+            package.path = "$TEST_NGINX_ROOT/lua/compat/?.lua;" .. package.path
+            local hc = require "resty.etcd.health_check"
+            ngx.say("same module: ", hc == require("etcd_grpc.health_check"),
+                    " ", hc == require("etcd_grpc").health_check)
+            hc.conf = nil
+            ngx.say(hc.get_target_status("h"))
+            ngx.say(hc.report_failure("h"))
+            ngx.say(hc.get_check_mode(), " ", hc.ROUND_ROBIN_MODE, " ", hc.SHARED_DICT_MODE, " ", hc.DISABLED_MODE)
+            ngx.say("init: ", hc.init({ fail_timeout = 1 }) == hc)
+            ngx.say("again: ", select("#", hc.init({ fail_timeout = 5 })))
+            ngx.say(hc.init({ shm_name = "nope" }))
+            ngx.say(hc.conf.fail_timeout, " ", hc.conf.max_fails, " ", tostring(hc.conf.retry))
+            ngx.say(hc.get_target_status(1))
+            ngx.say(hc.report_failure(1))
+            ngx.say(hc.get_target_status("http://a:1"))
+            hc.report_failure("http://a:1")
+            ngx.say(hc.get_target_status("http://a:1"))
+            ngx.sleep(1.1)
+            ngx.say(hc.get_target_status("http://a:1"))
+            hc.report_failure("http://a:1")
+            hc.disable()
+            ngx.say(hc.get_check_mode(), " ", hc.conf.disabled, " ", hc.get_target_status("http://a:1"))
+            ngx.say(hc.report_failure("http://a:1"))
+            hc.conf = nil
+            ngx.say("shared: ", hc.init({ shm_name = "cl_hc", max_fails = 2 }) == hc, " ", hc.get_check_mode())
+            hc.report_failure("http://b:1")
+            ngx.say(hc.get_target_status("http://b:1"))
+            hc.report_failure("http://b:1")
+            ngx.say(hc.get_target_status("http://b:1"))
+            hc.conf = nil
+        }
+    }
+--- response_body
+same module: true true
+niletcd health check uninitialized
+niletcd health check uninitialized
+round-robin round-robin shared-dict disabled
+init: true
+again: 0
+nilfailed to get ngx.shared dict: nope
+1 1 false
+falseetcd host invalid
+niletcd host invalid
+true
+falseendpoint: http://a:1 is unhealthy
+true
+disabled true true
+
+shared: true shared-dict
+true
+false
+--- error_log
+healthy check use round robin
+update endpoint: http://a:1 to unhealthy
+healthy check use ngx.shared dict: cl_hc
+update endpoint: http://b:1 to unhealthy
+--- no_error_log
+[error]
+
+
+
+=== TEST 5: shared-dict mode across 2 workers: a member one worker's client found dead is unhealthy for the other; fail_timeout brings it back
+--- http_config
+    init_worker_by_lua_block {
+        local hc = require "etcd_grpc.health_check"
+        hc.conf = nil
+        hc.init({ shm_name = "cl_hc", fail_timeout = 2, max_fails = 1 })
+        local ctl = ngx.shared.cl_ctl
+        local host = os.getenv("TEST_NGINX_MEMBER_3"):match("^(%S+)")
+        local function poll(premature)
+            if premature then return end
+            local ask = ctl:get("ask")
+            if ask then
+                ctl:set("w" .. ngx.worker.id() .. "-" .. ask, tostring(hc.get_target_status(host)))
+            end
+            ngx.timer.at(0.05, poll)
+        end
+        ngx.timer.at(0, poll)
+    }
+--- config
+    location = /t {
+        content_by_lua_block {
+            local c = require "cluster_test"
+            local ctl = ngx.shared.cl_ctl
+            local function ask(tag)
+                ctl:set("ask", tag)
+                ngx.sleep(0.3)
+                return tostring(ctl:get("w0-" .. tag)) .. " " .. tostring(ctl:get("w1-" .. tag))
+            end
+            -- this worker's client times out on member 3 (frozen): it
+            -- reports it, through the native client, to health_check
+            local etcd = require "etcd_grpc"
+            local cli = assert(etcd.new({ http_host = { c.member(3).host, c.member(1).host }, timeout = 1 }))
+            c.frozen({ 3 }, 20, function()
+                local _, err = cli:get("/cl5/k")
+                ngx.say("frozen: ", err)
+                local res = cli:get("/cl5/k")
+                ngx.say("next call elsewhere: ", res ~= nil)
+            end)
+            ngx.say("both workers: ", ask("a"))
+            ngx.sleep(2)
+            ngx.say("after fail_timeout: ", ask("b"))
+        }
+    }
+--- response_body
+frozen: timeout
+next call elsewhere: true
+both workers: false false
+after fail_timeout: true true
+--- error_log eval
+qr/update endpoint: http:\S+ to unhealthy/

@@ -1,0 +1,126 @@
+-- Lua helpers for t/cluster.t: the cluster it starts, from
+-- TEST_NGINX_MEMBER_<i> ("<url> <pid>") and TEST_NGINX_RESTART_<i>.
+
+local t = require "etcd_grpc_test"
+
+
+local _M = {}
+
+
+function _M.member(i)
+    local m = t.member(i)
+    m.restart = os.getenv("TEST_NGINX_RESTART_" .. i)
+    return m
+end
+
+
+-- A client of all three members, `opts` added.
+function _M.client(opts)
+    local etcd = require "etcd_grpc"
+    opts = opts or {}
+    local hosts = {}
+    for h in os.getenv("TEST_NGINX_CLUSTER"):gmatch("%S+") do
+        hosts[#hosts + 1] = h
+    end
+    opts.http_host = hosts
+    return assert(etcd.new(opts))
+end
+
+
+-- Established connections of this worker to member i (ss).
+function _M.connections(i, pid)
+    return t.established(pid or ngx.worker.pid(), _M.member(i).port)
+end
+
+
+-- The member this worker is connected to (the first one, if several).
+function _M.used_member()
+    for i = 1, 3 do
+        if _M.connections(i) > 0 then
+            return i
+        end
+    end
+end
+
+
+-- Logs a measurement (the report quotes them) and returns "".
+function _M.note(v)
+    ngx.log(ngx.WARN, "cluster_test: ", debug.getinfo(2, "l").currentline, ": ", tostring(v))
+    return ""
+end
+
+
+-- Runs `fn` with members `list` frozen (SIGSTOP), thawing them after (a
+-- watchdog thaws them after `limit` s in any case).
+function _M.frozen(list, limit, fn)
+    local pids = {}
+    for _, i in ipairs(list) do
+        pids[#pids + 1] = tostring(_M.member(i).pid)
+    end
+    local all = table.concat(pids, " ")
+    os.execute("setsid perl -MPOSIX -e 'POSIX::close($_) for 3 .. 4095; sleep " .. limit
+               .. "; kill CONT => qw(" .. all .. ")' </dev/null >/dev/null 2>&1 &")
+    os.execute("kill -STOP " .. all)
+    local res = { pcall(fn) }
+    os.execute("kill -CONT " .. all)
+    if not res[1] then
+        ngx.say("failed: ", res[2])
+    end
+    return unpack(res)
+end
+
+
+-- The index of the leader, asked of etcdctl.
+function _M.leader()
+    local eps = os.getenv("TEST_NGINX_CLUSTER"):gsub(" ", ",")
+    local ctl = os.getenv("TEST_NGINX_ETCDCTL")
+    local f = io.popen("ETCDCTL_API=3 " .. ctl .. " --endpoints=" .. eps
+                       .. " endpoint status -w simple 2>/dev/null")
+    local out = f:read("*a")
+    f:close()
+    for line in out:gmatch("[^\n]+") do
+        local fields = {}
+        for x in line:gmatch("[^,]+") do
+            fields[#fields + 1] = x:match("^%s*(.-)%s*$")
+        end
+        if fields[5] == "true" then
+            for i = 1, 3 do
+                if _M.member(i).host == fields[1] then
+                    return i
+                end
+            end
+        end
+    end
+end
+
+
+-- SIGKILLs member i and starts it again after `downtime` s, in the
+-- background (the worker keeps running meanwhile).
+function _M.kill_and_restart(i, downtime)
+    os.execute("setsid " .. _M.member(i).restart .. " " .. downtime
+               .. " </dev/null >/dev/null 2>&1 &")
+end
+
+
+-- Waits (up to `limit` s) until every member answers /health.
+function _M.wait_healthy(limit)
+    for _ = 1, limit * 10 do
+        local ok = true
+        for i = 1, 3 do
+            local f = io.popen("curl -sf -m 1 " .. _M.member(i).host .. "/health 2>/dev/null")
+            local out = f:read("*a")
+            f:close()
+            if not out:find('"true"', 1, true) then
+                ok = false
+            end
+        end
+        if ok then
+            return true
+        end
+        ngx.sleep(0.1)
+    end
+    return false
+end
+
+
+return _M
