@@ -16,9 +16,9 @@ __DATA__
             local t = require "etcd_grpc_test"
             local cli = t.client({ serializer = "raw" })
             local N = 20000
-            -- a read that waits 5 s with no event ends the run (etcd restarts
-            -- take about a second)
-            local reader = assert(cli:watchdir("/wr/", { timeout = 5 }))
+            -- a read that waits 10 s with no event ends the run (etcd restarts
+            -- take about a second, several on a loaded machine)
+            local reader = assert(cli:watchdir("/wr/", { timeout = 10 }))
             local created = reader()
             local start = tonumber(created.result.header.revision)
 
