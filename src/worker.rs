@@ -174,6 +174,13 @@ impl Worker {
         self.streams.watch_hub(conn, meta).watch(spec)
     }
 
+    /// The Watch hub of `conn` for `meta` (the one every watcher and
+    /// mirror of that pair shares), started on first use.
+    pub fn watch_hub(&self, conn: &Arc<Connection>, meta: &Metadata) -> Arc<crate::watch::Hub> {
+        let _ctx = self.handle.enter();
+        self.streams.watch_hub(conn, meta)
+    }
+
     /// Starts a keeper of lease `id` on the LeaseKeepAlive stream of `conn`
     /// that carries metadata `meta`.
     pub fn keep_lease(

@@ -5,6 +5,7 @@
 mod args;
 mod convert;
 mod keeper;
+mod mirror;
 mod txn;
 
 use std::cell::RefCell;
@@ -200,6 +201,22 @@ impl UserData for Client {
                 ret(lua, this.call_once(lua, &op, a, timeout))
             },
         );
+        // A mirror's feed: nothing is sent until its first `next`.
+        methods.add_method("mirror", |lua, this, a: Table| {
+            let made = args::mirror(&a).and_then(|(key, range_end)| {
+                let w = worker::current()?;
+                let conn = this.connection(w)?;
+                let hub = w.watch_hub(&conn, &this.meta);
+                let feed = crate::mirror::Feed::new(conn, this.meta.clone(), hub, key, range_end);
+                Ok(mirror::MirrorHandle {
+                    feed: Arc::new(feed),
+                })
+            });
+            match made {
+                Ok(h) => lua.create_userdata(h)?.into_lua_multi(lua),
+                Err(e) => ret::<bool>(lua, Err(e)),
+            }
+        });
         // Starts at once, in any phase: no round trip to etcd here.
         methods.add_method("keeper", |lua, this, a: Table| {
             let made = args::lease_id(&a).and_then(|id| {

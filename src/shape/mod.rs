@@ -17,6 +17,7 @@ use crate::pb::etcdserverpb as pb;
 
 pub mod kv;
 pub mod lease;
+pub mod mirror;
 pub mod watch;
 
 /// A gateway-shaped value: what a JSON document decoded by cjson becomes.
