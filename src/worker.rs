@@ -304,6 +304,7 @@ impl Worker {
             lease_keepers: self.streams.lease.live(),
             lease_streams: self.streams.lease.streams(),
             lease_renewals: self.streams.renewals(),
+            reconnects: self.streams.watch_reconnects(),
             authenticates,
             tls_handshakes,
             exiting: self.bridge.is_exiting(),
@@ -356,6 +357,8 @@ pub struct Stats {
     pub lease_streams: usize,
     /// Renewals the keepers sent.
     pub lease_renewals: u64,
+    /// Watch streams opened again after a break (over every hub).
+    pub reconnects: u64,
     /// Authenticate calls made by its connections (auth token refreshes).
     pub authenticates: u64,
     /// TLS handshakes made by its connections (one per TCP connection).

@@ -286,6 +286,7 @@ fn stats(lua: &Lua, _: ()) -> LuaResult<Option<Table>> {
     t.raw_set("lease_keepers", s.lease_keepers)?;
     t.raw_set("lease_streams", s.lease_streams)?;
     t.raw_set("lease_renewals", s.lease_renewals)?;
+    t.raw_set("reconnects", s.reconnects)?;
     t.raw_set("exiting", s.exiting)?;
     t.raw_set("authenticates", s.authenticates)?;
     t.raw_set("tls_handshakes", s.tls_handshakes)?;
