@@ -17,6 +17,8 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 
 PREFIX ?= /usr/local/openresty
 LUA_LIB_DIR ?= $(PREFIX)/lualib
+# where etcd_grpc_core.so goes (luarocks puts C modules apart)
+LUA_CLIB_DIR ?= $(LUA_LIB_DIR)
 DESTDIR ?=
 INSTALL ?= install
 
@@ -42,7 +44,7 @@ endif
 
 APT_PACKAGES := nginx libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core \
 	lua-resty-lrucache lua-cjson luajit2 etcd-server etcd-client openssl perl \
-	iproute2 procps curl python3 python3-pip ca-certificates
+	iproute2 procps curl python3 python3-pip ca-certificates luarocks
 
 PROVE := prove -I t/lib/runner
 TEST_ENV := TEST_NGINX_BINARY=$(NGINX_BIN) TEST_NGINX_LOAD_MODULES="$(NGINX_MODULES)" \
@@ -153,7 +155,8 @@ install: build
 	$(INSTALL) -m 0644 lua/etcd_grpc.lua $(DESTDIR)$(LUA_LIB_DIR)/
 	$(INSTALL) -m 0644 lua/etcd_grpc/*.lua $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/
 	$(INSTALL) -m 0644 lua/etcd_grpc/serializers/*.lua $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/serializers/
-	$(INSTALL) -m 0755 $(LIB) $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc_core.so
+	$(INSTALL) -d $(DESTDIR)$(LUA_CLIB_DIR)
+	$(INSTALL) -m 0755 $(LIB) $(DESTDIR)$(LUA_CLIB_DIR)/etcd_grpc_core.so
 	$(INSTALL) -d $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/compat/resty
 	$(INSTALL) -m 0644 lua/compat/resty/etcd.lua $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/compat/resty/
 	$(INSTALL) -d $(DESTDIR)$(LUA_LIB_DIR)/etcd_grpc/compat/resty/etcd

@@ -9,12 +9,14 @@ local core = require "etcd_grpc.native"
 local bridge = require "etcd_grpc.bridge"
 local options = require "etcd_grpc.options"
 local health_check = require "etcd_grpc.health_check"
+local mirror = require "etcd_grpc.mirror"
 
 local type = type
 local pairs = pairs
 local error = error
 local ipairs = ipairs
 local tostring = tostring
+local tbl_concat = table.concat
 local str_byte = string.byte
 local str_char = string.char
 local str_sub = string.sub
@@ -765,9 +767,41 @@ function _M.version(self, opts)
 end
 
 
--- Introspection: this worker's runtime and hand-off figures.
+-- The worker's mirror of `key_prefix .. prefix` (see etcd_grpc.mirror):
+-- one per client config and prefix, loaded on first use.
+function _M.mirror(self, prefix, opts)
+    check_self(self)
+    check_key(prefix)
+    if opts ~= nil and type(opts) ~= "table" then
+        raise("opts must be a table")
+    end
+    local on_change = opts and opts.on_change
+    if on_change ~= nil and type(on_change) ~= "function" then
+        raise("opts.on_change must be a function")
+    end
+    local native, err = native_client(self)
+    if not native then
+        return nil, err
+    end
+    local key = self.key_prefix .. tostring(prefix)
+    local id = tbl_concat(endpoint_list(self.endpoints), ",") .. "\0" .. tostring(self.user)
+               .. "\0" .. tostring(self.serializer) .. "\0" .. key
+    local m, misuse
+    m, err, misuse = mirror.open(id, native, key, prefix_range_end(key),
+                                 self.serializer.deserialize, opts)
+    if misuse then
+        raise(err)
+    end
+    return m, err
+end
+
+
+-- Introspection: this worker's runtime and hand-off figures, and its
+-- mirrors.
 function _M.stats()
-    return bridge.stats()
+    local s = bridge.stats()
+    s.mirrors = mirror.all_stats()
+    return s
 end
 
 

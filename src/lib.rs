@@ -15,6 +15,8 @@
 //!   ([`lease::keeper`]: background keepers on one LeaseKeepAlive stream).
 //! - [`stream`]: the one supervisor of every long-lived stream (open with a
 //!   deadline, jittered backoff, failover, shutdown, panic containment).
+//! - [`mirror`]: the config mirror's loop (load, watch, resync) as typed
+//!   deltas; the copy itself lives with the binding's caller.
 //! - [`registry`]: the services' streams of a worker, keyed by connection
 //!   and metadata.
 //! - [`ops`]: the operations Lua can run, each from request to [`shape::Reply`].
@@ -39,6 +41,7 @@ pub mod kv;
 pub mod lease;
 pub mod maintenance;
 pub mod metadata;
+pub mod mirror;
 pub mod notice;
 pub mod ops;
 pub mod pb;

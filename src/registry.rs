@@ -123,6 +123,22 @@ impl Streams {
         })
     }
 
+    /// Watch streams opened again after the first open, over every hub
+    /// (a figure for status pages).
+    pub fn watch_reconnects(&self) -> u64 {
+        let map = self.watch.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter_map(Weak::upgrade)
+            .map(|h| {
+                let opens = h
+                    .counters()
+                    .opens
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                opens.saturating_sub(1)
+            })
+            .sum()
+    }
+
     /// Renewals sent by every keepers' hub (figures).
     pub fn renewals(&self) -> u64 {
         let map = self.lease.map.lock().unwrap_or_else(|p| p.into_inner());

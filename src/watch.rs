@@ -81,6 +81,12 @@ impl Watcher {
         }
     }
 
+    /// A response already buffered, without waiting (none if a read is
+    /// in progress or the buffer is empty).
+    pub fn try_next(&self) -> Option<PbWatchResponse> {
+        self.rx.try_lock().ok()?.try_recv().ok()
+    }
+
     /// The `watch_id` the caller asked for, for shaping its responses.
     pub fn watch_id(&self) -> i64 {
         self.watch_id

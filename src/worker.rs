@@ -174,6 +174,13 @@ impl Worker {
         self.streams.watch_hub(conn, meta).watch(spec)
     }
 
+    /// The Watch hub of `conn` for `meta` (the one every watcher and
+    /// mirror of that pair shares), started on first use.
+    pub fn watch_hub(&self, conn: &Arc<Connection>, meta: &Metadata) -> Arc<crate::watch::Hub> {
+        let _ctx = self.handle.enter();
+        self.streams.watch_hub(conn, meta)
+    }
+
     /// Starts a keeper of lease `id` on the LeaseKeepAlive stream of `conn`
     /// that carries metadata `meta`.
     pub fn keep_lease(
@@ -297,6 +304,7 @@ impl Worker {
             lease_keepers: self.streams.lease.live(),
             lease_streams: self.streams.lease.streams(),
             lease_renewals: self.streams.renewals(),
+            reconnects: self.streams.watch_reconnects(),
             authenticates,
             tls_handshakes,
             exiting: self.bridge.is_exiting(),
@@ -349,6 +357,8 @@ pub struct Stats {
     pub lease_streams: usize,
     /// Renewals the keepers sent.
     pub lease_renewals: u64,
+    /// Watch streams opened again after a break (over every hub).
+    pub reconnects: u64,
     /// Authenticate calls made by its connections (auth token refreshes).
     pub authenticates: u64,
     /// TLS handshakes made by its connections (one per TCP connection).

@@ -36,6 +36,7 @@ local YIELDABLE = {
     rewrite = true, access = true, content = true, timer = true,
     ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
 }
+_M.YIELDABLE = YIELDABLE
 
 -- The runtime always completes a call by its deadline; this margin only
 -- covers scheduling before the waiter gives up on its own.

@@ -304,6 +304,11 @@ pub fn watch(a: &Table) -> Result<crate::watch::Spec> {
     })
 }
 
+/// A mirror's `{key, range_end}` (the façade computes the range end).
+pub fn mirror(a: &Table) -> Result<(Vec<u8>, Vec<u8>)> {
+    Ok((bytes(a, "key")?, bytes(a, "range_end")?))
+}
+
 /// `buffer`: absent means the default; else an integer in
 /// `1..=MAX_BUFFER` (a bound on what one slow reader may hold).
 fn watch_buffer(a: &Table) -> Result<usize> {

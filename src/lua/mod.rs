@@ -5,6 +5,7 @@
 mod args;
 mod convert;
 mod keeper;
+mod mirror;
 mod txn;
 
 use std::cell::RefCell;
@@ -233,6 +234,22 @@ impl UserData for Client {
                 t.into_lua_multi(lua)
             },
         );
+        // A mirror's feed: nothing is sent until its first `next`.
+        methods.add_method("mirror", |lua, this, a: Table| {
+            let made = args::mirror(&a).and_then(|(key, range_end)| {
+                let w = worker::current()?;
+                let conn = this.connection(w)?;
+                let hub = w.watch_hub(&conn, &this.meta);
+                let feed = crate::mirror::Feed::new(conn, this.meta.clone(), hub, key, range_end);
+                Ok(mirror::MirrorHandle {
+                    feed: Arc::new(feed),
+                })
+            });
+            match made {
+                Ok(h) => lua.create_userdata(h)?.into_lua_multi(lua),
+                Err(e) => ret::<bool>(lua, Err(e)),
+            }
+        });
         // Starts at once, in any phase: no round trip to etcd here.
         methods.add_method("keeper", |lua, this, a: Table| {
             let made = args::lease_id(&a).and_then(|id| {
@@ -302,6 +319,7 @@ fn stats(lua: &Lua, _: ()) -> LuaResult<Option<Table>> {
     t.raw_set("lease_keepers", s.lease_keepers)?;
     t.raw_set("lease_streams", s.lease_streams)?;
     t.raw_set("lease_renewals", s.lease_renewals)?;
+    t.raw_set("reconnects", s.reconnects)?;
     t.raw_set("exiting", s.exiting)?;
     t.raw_set("authenticates", s.authenticates)?;
     t.raw_set("tls_handshakes", s.tls_handshakes)?;

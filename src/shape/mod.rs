@@ -16,6 +16,7 @@ use crate::sink::{Sink, ValueSink};
 
 pub mod kv;
 pub mod lease;
+pub mod mirror;
 pub mod watch;
 
 /// A gateway-shaped value: what a JSON document decoded by cjson becomes.

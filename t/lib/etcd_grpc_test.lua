@@ -17,6 +17,21 @@ function _M.client(opts)
 end
 
 
+-- cli:set(key, val), retried every 0.1 s (up to 10 s) while etcd is
+-- coming back after a restart; returns the last answer.
+function _M.set_until_ok(cli, key, val)
+    local res
+    for _ = 1, 100 do
+        res = cli:set(key, val)
+        if res and res.status == 200 then
+            break
+        end
+        ngx.sleep(0.1)
+    end
+    return res
+end
+
+
 -- Two clients of the member t/metadata.t leaves without a leader
 -- (TEST_NGINX_LEADERLESS_HOST): one sending `headers` as extra_headers,
 -- one plain, each with its own `timeout`. Returns them, and the member's
