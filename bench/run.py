@@ -32,6 +32,7 @@ import platform
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -80,23 +81,58 @@ class Etcd:
     """A throwaway etcd with the gateway on; data on tmpfs when there is one
     (less disk noise, and the same for every client)."""
 
-    def __init__(self, binary):
+    def __init__(self, binary, tls=False):
         self.port, peer = free_ports(2)
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.dir = tempfile.mkdtemp(prefix="etcd-grpc-bench-", dir=base)
-        client, peer_url = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{peer}"
+        scheme = "https" if tls else "http"
+        client, peer_url = f"{scheme}://127.0.0.1:{self.port}", f"http://127.0.0.1:{peer}"
         self.log = open(os.path.join(self.dir, "etcd.log"), "w")
+        extra = self.make_certs() if tls else []
         self.proc = subprocess.Popen(
             [binary, "--name", "bench", "--data-dir", os.path.join(self.dir, "data"),
              "--listen-client-urls", client, "--advertise-client-urls", client,
              "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
              "--initial-cluster", f"bench={peer_url}", "--enable-grpc-gateway=true",
-             "--logger=zap", "--log-outputs=stderr", "--log-level=warn"],
+             "--logger=zap", "--log-outputs=stderr", "--log-level=warn", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_until(lambda: http_get(self.port, "/health", 2)[0] == 200, "etcd")
+        if tls:
+            wait_until(lambda: self.tls_health(), "etcd (TLS)")
+        else:
+            wait_until(lambda: http_get(self.port, "/health", 2)[0] == 200, "etcd")
         self.url = client
         out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
         self.version = out.split("\n")[0].split()[-1]
+
+    def make_certs(self):
+        """A CA and a server certificate for 127.0.0.1, made with openssl
+        in the etcd's temporary directory; returns etcd's TLS flags."""
+        d = self.dir
+        self.ca = os.path.join(d, "ca.pem")
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=bench-ca", "-keyout", os.path.join(d, "ca.key"), "-out", self.ca)
+        with open(os.path.join(d, "ext.cnf"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", os.path.join(d, "server.key"), "-out", os.path.join(d, "server.csr"))
+        run("openssl", "x509", "-req", "-in", os.path.join(d, "server.csr"), "-CA", self.ca,
+            "-CAkey", os.path.join(d, "ca.key"), "-CAcreateserial", "-days", "1",
+            "-extfile", os.path.join(d, "ext.cnf"), "-out", os.path.join(d, "server.pem"))
+        # the nginx worker (another user) reads the CA; the keys stay private
+        os.chmod(d, 0o755)
+        os.chmod(self.ca, 0o644)
+        return ["--cert-file", os.path.join(d, "server.pem"),
+                "--key-file", os.path.join(d, "server.key")]
+
+    def tls_health(self):
+        ctx = ssl.create_default_context(cafile=self.ca)
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{self.port}/health",
+                                        timeout=2, context=ctx) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def stop(self):
         self.proc.terminate()
@@ -199,6 +235,35 @@ def median_row(rows):
 
 
 # ------------------------------------------------------------- workloads
+
+def tls_rows(args, etcd, ngx):
+    """etcd_grpc's get/set at concurrency 16 and 256 over TLS next to
+    plaintext: a second etcd with a server certificate (made with openssl),
+    the two taking turns on each row, median of the rounds."""
+    tls = Etcd(args.etcd, tls=True)
+    n = 5000 if args.quick else 30000
+    rounds = args.rounds or (1 if args.quick else 3)
+    rows = []
+    try:
+        for op in ("get", "set"):
+            for c in (16, 256):
+                runs = {"plain": [], "tls": []}
+                for _ in range(rounds):
+                    runs["plain"].append(ngx.run(etcd, w="kv", client="grpc", op=op, c=c, n=n))
+                    runs["tls"].append(ngx.run(tls, w="kv", client="grpc", op=op, c=c, n=n,
+                                               ca=tls.ca))
+                row = {"op": op, "concurrency": c, "ops": n}
+                for k, v in runs.items():
+                    row[k] = median_row(v)
+                row["ratio"] = row["tls"]["ops_per_sec"] / row["plain"]["ops_per_sec"]
+                rows.append(row)
+                print(f"  tls {op} c={c}: {row['tls']['ops_per_sec']:.0f} ops/s, plaintext "
+                      f"{row['plain']['ops_per_sec']:.0f} ops/s, ratio {row['ratio']:.2f}",
+                      flush=True)
+    finally:
+        tls.stop()
+    return rows
+
 
 def kv_rows(args, etcd, ngx, ngx_b=None):
     """get/set of 256 bytes at concurrency 1, 16, 256; the clients take
@@ -492,7 +557,7 @@ def main():
     p.add_argument("--limit", default=os.path.join(ROOT, "target/release/bench-limit"))
     p.add_argument("--rounds", type=int, default=0, help="rounds per kv row (default 3, 1 quick)")
     p.add_argument("--only", default="", help="comma-separated workloads: kv,watch,watchers,"
-                                             "readdir,sync,burst,keepers (default all)")
+                                             "readdir,sync,burst,keepers,tls (default all)")
     p.add_argument("--ab", default="", help="ROOT,LIB_DIR of another etcd_grpc build: kv rows "
                                            "also run it as grpc_b, side by side (no --doc)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.json"))
@@ -517,6 +582,8 @@ def main():
         try:
             if want("kv"):
                 results["kv"] = kv_rows(args, etcd, ngx, ngx_b)
+            if want("tls"):
+                results["tls"] = tls_rows(args, etcd, ngx)
             if want("watch"):
                 results["watch_latency"] = watch_latency(args, etcd, ngx)
                 results["watch_rate"] = watch_rate(args, etcd, ngx)

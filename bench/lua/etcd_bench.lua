@@ -83,8 +83,10 @@ local function client(args, timeout)
     if args.client == "gateway" then
         return gateway_http.new(host, port, (timeout or 10) * 1000)
     end
+    -- `ca`: the etcd is TLS-only, with a certificate that CA signed
     return assert(etcd.new({
-        http_host = "http://" .. host .. ":" .. port,
+        http_host = (args.ca and "https://" or "http://") .. host .. ":" .. port,
+        trusted_ca = args.ca,
         serializer = "raw",
         timeout = timeout or 10,
     }))
