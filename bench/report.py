@@ -106,6 +106,29 @@ def rows(r):
         out.append(("idle CPU, 1000 keepers, % core", "", kp["idle_cpu_pct"], ""))
         out.append(("connections / LeaseKeepAlive streams, 1000 keepers", "",
                     f"{kp['connections']} / {kp['streams']}", ""))
+    mi = r.get("mirror")
+    if mi:
+        ld, ap = mi["load"], mi["apply"]
+        name = f"mirror {mi['keys'] // 1000}k x 1 KiB"
+        out.append((f"{name}: load (cli:mirror), ms", "", ld["secs"] * 1000, ""))
+        out.append(("  RSS per key, bytes (peak growth, MiB)", "",
+                    f"{fmt(mi['rss_per_key_bytes'])} ({fmt(ld['peak_rss_growth_kib'] / 1024)})",
+                    ""))
+        out.append(("  RSS per key after malloc_trim, bytes", "",
+                    mi["trimmed_rss_per_key_bytes"], ""))
+        out.append(("  Lua heap per key, bytes", "", mi["lua_per_key_bytes"], ""))
+        out.append(("m:get of a random key, its value's length read, ns", "",
+                    mi["get"]["ns_per_get"], ""))
+        out.append(("  the lookup alone, ns (empty loop subtracted from both)", "",
+                    mi["get"]["ns_per_lookup"], ""))
+        out.append((f"mirror applies, events/s ({mi['count']:,} puts, 64 at a time)", "",
+                    ap["events_per_sec"], ""))
+        out.append(("  writer puts/s meanwhile; bound by", "",
+                    f"{fmt(mi['writer']['puts_per_sec'])}; {mi['bound_by']}", ""))
+        out.append(("  worker CPU per applied event, us (% of a core)", "",
+                    f"{fmt(ap['cpu_us_per_event'])} ({ap['worker_cpu_pct']:.0f}%)", ""))
+        out.append(("  last event applied after the writer's end, ms", "",
+                    ap["lag_after_writer_ms"], ""))
     return out
 
 

@@ -14,10 +14,9 @@ clients in the same run:
 Besides the KV rows and the watch figures, two workloads are what an API
 gateway does: the start-up sync (50,000 keys x 1 KiB over 13 prefixes) and
 a watch burst (10,000 puts over 13 prefixes, watched by each of 4 nginx
-workers). Over TLS and through the mirror they are still to come: once the
-TLS branch lands, run startup_sync/watch_burst again with a TLS etcd as
-clients of their own ("grpc_tls", "gateway_tls"); the mirror adds a client
-that reads its local copy instead of etcd.
+workers). The mirror phase (etcd_grpc only) loads cli:mirror of a
+50,000-key prefix in a fresh worker (time, memory per key), times m:get,
+and measures the events/s the mirror applies from a writer going flat out.
 
 Prints a table, writes bench/results/latest.json, and with --doc rewrites
 the results part of BENCHMARKS.md. --quick makes every workload smaller;
@@ -405,6 +404,83 @@ def keepers(args, etcd):
     return out
 
 
+def mirror(args, etcd):
+    """cli:mirror of a 50,000-key prefix of 1 KiB distinct values: load time
+    and memory per key in a fresh one-worker nginx, ns per m:get, and the
+    events/s it applies from a writer going flat out (etcd_grpc only)."""
+    keys = 50000
+    prefix = "/bench/mirror/"
+    fill_ngx = Nginx(args)
+    try:
+        fill = fill_ngx.run(etcd, w="mirror_fill", client="grpc", prefix=prefix, n=keys,
+                            size=1024, c=256)
+    finally:
+        fill_ngx.stop()
+    print(f"  mirror: filled {keys:,} keys in {fill['secs']:.1f} s", flush=True)
+    count = 10000 if args.quick else 50000
+    ngx = Nginx(args)
+    try:
+        rss_before = proc_rss_kib(ngx.worker)
+        load = ngx.run(etcd, w="mirror_load", client="grpc", prefix=prefix)
+        load["worker_rss_growth_kib"] = proc_rss_kib(ngx.worker) - rss_before
+        if load["keys"] != keys:
+            sys.exit(f"bench: the mirror has {load['keys']} keys, not {keys}")
+        get = ngx.run(etcd, w="mirror_get", n=2_000_000 if args.quick else 10_000_000,
+                      rounds=3 if args.quick else 5)
+        done = in_background(lambda: ngx.run(etcd, w="mirror_apply", count=count))
+        ngx.wait_ready("mirror_apply")
+        cpu0 = proc_cpu(ngx.worker)
+        t0 = time.time()
+        writer = limit(args, etcd, "blast", "--prefix", prefix + "blast/", "--count", str(count),
+                       "--concurrency", "64")
+        t1 = time.time()
+        applied = done()
+        cpu = proc_cpu(ngx.worker) - cpu0
+    finally:
+        ngx.stop()
+    if not applied["ok"]:
+        sys.exit(f"bench: the mirror did not reach the writer's last revision: {applied}")
+    first, last = applied["first_ns"] / 1e9, applied["last_ns"] / 1e9
+    apply_secs = last - first
+    applied.update({
+        "secs": apply_secs,
+        "events_per_sec": (count - 1) / apply_secs if apply_secs > 0 else 0.0,
+        "lag_after_writer_ms": (last - t1) * 1000,
+        "first_after_writer_start_ms": (first - t0) * 1000,
+        "worker_cpu_secs": cpu,
+        # getrusage between the first and the last applied revision (finer
+        # than /proc's clock ticks)
+        "cpu_us_per_event": applied["cpu_secs"] / (count - 1) * 1e6,
+    })
+    applied["worker_cpu_pct"] = applied["cpu_secs"] / apply_secs * 100 if apply_secs else 0.0
+    # The writer bounds it when the mirror kept up: its last revision applied
+    # within 50 ms of the writer's end (the mirror waited for the next put).
+    # Otherwise the events came late: etcd's watch delivery or the worker's
+    # applying (worker_cpu_pct tells which: near 100 % is the applier).
+    bound = "writer" if applied["lag_after_writer_ms"] < 50 else "delivery"
+    out = {"keys": keys, "value_size": 1024, "fill": fill, "load": load, "get": get,
+           "apply": applied, "writer": writer, "count": count, "bound_by": bound,
+           "load_per_key_us": load["secs"] / keys * 1e6,
+           "rss_per_key_bytes": load["rss_growth_kib"] * 1024 / keys,
+           "trimmed_rss_per_key_bytes": load["trimmed_rss_growth_kib"] * 1024 / keys,
+           "lua_per_key_bytes": load["lua_growth_kib"] * 1024 / keys}
+    print(f"  mirror load {keys:,} x 1 KiB: {load['secs'] * 1000:.0f} ms "
+          f"({out['load_per_key_us']:.1f} us/key), RSS +{out['rss_per_key_bytes']:.0f} B/key "
+          f"(peak +{load['peak_rss_growth_kib'] / 1024:.0f} MiB; "
+          f"+{out['trimmed_rss_per_key_bytes']:.0f} B/key after malloc_trim), Lua heap "
+          f"+{out['lua_per_key_bytes']:.0f} B/key", flush=True)
+    print(f"  m:get: {get['ns_per_get']:.1f} ns, value's length read (loop {get['get_ns']:.1f} "
+          f"ns, empty loop {get['empty_ns']:.1f} ns); lookup only {get['ns_per_lookup']:.1f} ns",
+          flush=True)
+    print(f"  mirror applied {applied['events_per_sec']:,.0f} events/s; writer "
+          f"{writer['puts_per_sec']:,.0f} puts/s; last applied "
+          f"{applied['lag_after_writer_ms']:.1f} ms after the writer's end: bound by the "
+          f"{bound}; worker CPU {applied['cpu_us_per_event']:.1f} us/event "
+          f"({applied['worker_cpu_pct']:.0f}% of a core meanwhile)", flush=True)
+    report.progress("mirror", out)
+    return out
+
+
 def readdir(args, etcd):
     """Full sync of 10,000 x 1 KiB: median time, largest peak RSS growth."""
     rounds = 1 if args.quick else 3
@@ -557,7 +633,7 @@ def main():
     p.add_argument("--limit", default=os.path.join(ROOT, "target/release/bench-limit"))
     p.add_argument("--rounds", type=int, default=0, help="rounds per kv row (default 3, 1 quick)")
     p.add_argument("--only", default="", help="comma-separated workloads: kv,watch,watchers,"
-                                             "readdir,sync,burst,keepers,tls (default all)")
+                                             "readdir,sync,burst,keepers,tls,mirror (default all)")
     p.add_argument("--ab", default="", help="ROOT,LIB_DIR of another etcd_grpc build: kv rows "
                                            "also run it as grpc_b, side by side (no --doc)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.json"))
@@ -601,6 +677,8 @@ def main():
             results["burst"] = watch_burst(args, etcd)
         if want("keepers"):
             results["keepers"] = keepers(args, etcd)
+        if want("mirror"):
+            results["mirror"] = mirror(args, etcd)
     finally:
         etcd.stop()
     results["load"] = max(results["load"], os.getloadavg()[0])

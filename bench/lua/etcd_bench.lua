@@ -20,6 +20,7 @@ local tonumber = tonumber
 local tostring = tostring
 local str_rep = string.rep
 local str_sub = string.sub
+local str_format = string.format
 local tab_sort = table.sort
 local math_floor = math.floor
 local io_open = io.open
@@ -34,6 +35,7 @@ ffi.cdef [[
         bench_timeval ru_utime; bench_timeval ru_stime; long ru_rest[14];
     } bench_rusage;
     int getrusage(int who, bench_rusage *usage);
+    int malloc_trim(size_t pad);
 ]]
 
 local CLOCK_REALTIME, CLOCK_MONOTONIC = 0, 1
@@ -321,16 +323,24 @@ local function status_kib(field)
 end
 
 
--- One full sync: readdir of the prefix run.py filled; time and the peak
--- RSS growth during the call (the peak is reset first).
-function _M.readdir(args)
-    local cli = client(args, 120)
+-- A client with its connections up, the peak RSS reset and the garbage
+-- collected: what a memory measurement starts from (the client, VmRSS).
+local function measured_client(args, timeout)
+    local cli = client(args, timeout)
     assert(cli:get("/bench/warm"))   -- connections up before measuring
     local f = assert(io_open("/proc/self/clear_refs", "w"))
     f:write("5")
     f:close()
     collectgarbage()
-    local rss0 = status_kib("VmRSS")
+    collectgarbage()
+    return cli, status_kib("VmRSS")
+end
+
+
+-- One full sync: readdir of the prefix run.py filled; time and the peak
+-- RSS growth during the call (the peak is reset first).
+function _M.readdir(args)
+    local cli, rss0 = measured_client(args, 120)
     local t0 = now_us()
     local res, err = cli:readdir(args.prefix)
     local secs = (now_us() - t0) / 1e6
@@ -352,17 +362,11 @@ end
 -- gateway syncs each of its resource types in its own timer), every
 -- result held until the last arrived; time and peak RSS growth.
 function _M.sync(args)
-    local cli = client(args, 120)
-    assert(cli:get("/bench/warm"))   -- connections up before measuring
     local prefixes = {}
     for p in args.prefixes:gmatch("[^,]+") do
         prefixes[#prefixes + 1] = p
     end
-    local f = assert(io_open("/proc/self/clear_refs", "w"))
-    f:write("5")
-    f:close()
-    collectgarbage()
-    local rss0 = status_kib("VmRSS")
+    local cli, rss0 = measured_client(args, 120)
     local cpu0, t0 = cpu_secs(), now_us()
     local held, threads = {}, {}
     for i, p in ipairs(prefixes) do
@@ -390,6 +394,134 @@ function _M.sync(args)
     collectgarbage()
     return { keys = keys, bytes = bytes, secs = secs, cpu_secs = cpu,
              rss_growth_kib = growth }
+end
+
+
+-- The mirror (cli:mirror): fill, load, reads, applied events.
+
+-- `n` keys `prefix .. %08d` of `size` bytes, each value distinct (it
+-- starts with its index) so that the mirror's strings are not shared.
+function _M.mirror_fill(args)
+    local cli = client(args, 60)
+    local prefix, n = args.prefix, tonumber(args.n)
+    local size = tonumber(args.size) or 1024
+    local pad = str_rep("v", size - 8)
+    local next_i = 0
+    local op = function()
+        next_i = next_i + 1
+        local i = next_i
+        return cli:set(str_format("%s%08d", prefix, i), str_format("%08d", i) .. pad)
+    end
+    local t0 = now_us()
+    local errors = closed_loop(op, tonumber(args.c) or 256, n)
+    assert(errors == 0, errors .. " puts failed")
+    return { keys = n, secs = (now_us() - t0) / 1e6 }
+end
+
+
+-- Loads the mirror of `prefix` (the worker's first): the time until
+-- cli:mirror returned, the worker's RSS and Lua's heap before and after
+-- (both after a full collection), and the peak RSS growth meanwhile.
+function _M.mirror_load(args)
+    local cli, rss0 = measured_client(args, 60)
+    local lua0 = collectgarbage("count")
+    local cpu0, t0 = cpu_secs(), now_us()
+    local m = assert(cli:mirror(args.prefix))
+    local secs = (now_us() - t0) / 1e6
+    local cpu = cpu_secs() - cpu0
+    held.mirror = m
+    collectgarbage()
+    collectgarbage()
+    local rss1, lua1 = status_kib("VmRSS"), collectgarbage("count")
+    local peak = status_kib("VmHWM") - rss0
+    -- what of the growth is the load's freed buffers, kept by malloc
+    C.malloc_trim(0)
+    return { keys = m:count(), revision = m:revision(), secs = secs, cpu_secs = cpu,
+             rss_growth_kib = rss1 - rss0, peak_rss_growth_kib = peak,
+             trimmed_rss_growth_kib = status_kib("VmRSS") - rss0,
+             lua_growth_kib = lua1 - lua0 }
+end
+
+
+-- ns per m:get of a random existing key: keys from a precomputed array of
+-- random indexes, taken by a changing counter, the values' lengths summed
+-- (LuaJIT can neither hoist the lookup nor drop it); minus the same loop
+-- without the m:get. Best of `rounds` for each.
+function _M.mirror_get(args)
+    local m = assert(held.mirror, "no mirror loaded")
+    local keys, nkeys = {}, 0
+    for k in m:pairs() do
+        nkeys = nkeys + 1
+        keys[nkeys] = k
+    end
+    local mask = 65535
+    local pick = {}
+    for i = 0, mask do
+        pick[i] = keys[math.random(nkeys)]
+    end
+    local n, rounds = tonumber(args.n), tonumber(args.rounds) or 3
+    local function with_get()
+        local acc = 0
+        for i = 1, n do
+            acc = acc + #m:get(pick[bit.band(i, mask)])
+        end
+        return acc
+    end
+    local function empty()
+        local acc = 0
+        for i = 1, n do
+            acc = acc + #pick[bit.band(i, mask)]
+        end
+        return acc
+    end
+    local function best(fn)
+        local b, acc = math.huge, 0
+        for _ = 1, rounds do
+            local t0 = now_us()
+            acc = acc + fn()
+            b = math.min(b, now_us() - t0)
+        end
+        return b, acc
+    end
+    -- the lookup alone: the value is tested, its bytes (a cache miss of
+    -- their own in a 50 MB copy) not read
+    local function lookup_only()
+        local acc = 0
+        for i = 1, n do
+            if m:get(pick[bit.band(i, mask)]) ~= nil then
+                acc = acc + 1
+            end
+        end
+        return acc
+    end
+    local t_get, acc = best(with_get)
+    local t_lookup = best(lookup_only)
+    local t_empty = best(empty)
+    return { keys = nkeys, n = n, rounds = rounds, check = acc,
+             get_ns = t_get * 1e3 / n, empty_ns = t_empty * 1e3 / n,
+             ns_per_get = (t_get - t_empty) * 1e3 / n,
+             ns_per_lookup = (t_lookup - t_empty) * 1e3 / n }
+end
+
+
+-- Applied events: from the loaded mirror's revision, the times (CLOCK_REALTIME
+-- ns) at which it reflected the first and the `count`th next revision
+-- (run.py's writer makes them, nothing else writes), and the worker's CPU.
+function _M.mirror_apply(args)
+    local m = assert(held.mirror, "no mirror loaded")
+    local count = tonumber(args.count)
+    local base = tonumber(m:revision())
+    local ev0 = m:stats().events
+    ready("mirror_apply")
+    assert(m:wait(base + 1, 60))
+    local first_ns, cpu0 = realtime_ns(), cpu_secs()
+    local ok, err = m:wait(base + count, 120)
+    local last_ns = realtime_ns()
+    local cpu = cpu_secs() - cpu0
+    local s = m:stats()
+    return { ok = ok, error = err, base = base, revision = s.revision,
+             events = s.events - ev0, resyncs = s.resyncs, first_ns = first_ns,
+             last_ns = last_ns, cpu_secs = cpu, keys = s.keys }
 end
 
 
