@@ -9,13 +9,15 @@
 -- module holds unhealthy (etcd_grpc.lua pushes its view to the native
 -- side at most every 100 ms and after every failed call).
 
+-- `ngx` is nil in plain LuaJIT (the blocking path still loads this file):
+-- nothing below runs there unless init() was called.
 local ngx = ngx
 local type = type
-local ngx_shared = ngx.shared
-local ngx_log = ngx.log
-local ngx_INFO = ngx.INFO
-local ngx_WARN = ngx.WARN
-local ngx_now = ngx.now
+local ngx_shared = ngx and ngx.shared
+local ngx_log = ngx and ngx.log
+local ngx_INFO = ngx and ngx.INFO
+local ngx_WARN = ngx and ngx.WARN
+local ngx_now = ngx and ngx.now
 
 
 local _M = {
