@@ -20,7 +20,7 @@ $ENV{TEST_NGINX_CLUSTER} = join ' ', map { $_->{host} } @members;
 add_block_preprocessor(sub {
     my $block = shift;
     $block->set_value(main_config => join('', map { "env TEST_NGINX_MEMBER_$_;\nenv TEST_NGINX_RESTART_$_;\n" } 1 .. 3)
-                      . "env TEST_NGINX_CLUSTER;\n" . ($block->main_config // ''));
+                      . "env TEST_NGINX_CLUSTER;\nenv TEST_NGINX_ETCDCTL;\nenv TEST_NGINX_CLUSTER_NOTES;\n" . ($block->main_config // ''));
     $block->set_value(http_config => "    lua_shared_dict cl_ctl 1m;\n    lua_shared_dict cl_hc 1m;\n"
                       . ($block->http_config // ''));
     $block->set_value(timeout => 90) unless defined $block->timeout;
@@ -277,3 +277,231 @@ both workers: false false
 after fail_timeout: true true
 --- error_log eval
 qr/update endpoint: http:\S+ to unhealthy/
+
+
+
+=== TEST 6: the leader killed (down ~1 s) under 3,000 setnx on unique keys from 16 threads (timeout 2): every acknowledged write present, none applied twice, writes resume within 5 s
+--- config
+    location = /t {
+        content_by_lua_block {
+            local c = require "cluster_test"
+            assert(c.wait_healthy(20), "cluster not healthy")
+            local leader = c.leader()
+            ngx.say("leader found: ", leader ~= nil)
+            -- the worker's connection on the leader: its in-flight txns
+            -- are cut by the kill, the case where a retry could double one
+            local cli = c.client_first(leader, { timeout = 2 })
+            assert(cli:rmdir("/cl6/"))
+            local used = c.used_member()
+            local N, next_i, done = 3000, 0, 0
+            local acked, twice, failed = {}, {}, 0
+            local last_ok, gap, killed_at
+            local function writer()
+                while next_i < N do
+                    next_i = next_i + 1
+                    local i = next_i
+                    local res, err = cli:setnx("/cl6/" .. i, i)
+                    ngx.update_time()
+                    local now = ngx.now()
+                    if res and res.status == 200 and res.body.succeeded then
+                        acked[i] = true
+                        done = done + 1
+                        if last_ok then gap = math.max(gap or 0, now - last_ok) end
+                        last_ok = now
+                    elseif res and res.status == 200 then
+                        -- written once by this test: "the key exists" means
+                        -- the txn was applied before, then sent again
+                        twice[#twice + 1] = i
+                    else
+                        failed = failed + 1
+                    end
+                end
+            end
+            local threads = {}
+            for k = 1, 16 do threads[k] = ngx.thread.spawn(writer) end
+            while done < 300 do ngx.sleep(0.005) end
+            ngx.update_time()
+            killed_at = ngx.now()
+            c.kill_and_restart(leader, 1)
+            for k = 1, 16 do ngx.thread.wait(threads[k]) end
+            ngx.say("the killed leader was the used member: ", used == leader)
+            ngx.say("writes after the kill: ", last_ok > killed_at)
+            local res = assert(cli:readdir("/cl6/"))
+            local present, bad_version, count = {}, 0, 0
+            for _, kv in ipairs(res.body.kvs or {}) do
+                local i = tonumber(kv.key:match("(%d+)$"))
+                present[i] = true
+                count = count + 1
+                if tonumber(kv.version) ~= 1 or tostring(kv.value) ~= tostring(i) then
+                    bad_version = bad_version + 1
+                end
+            end
+            local lost, n_acked = 0, 0
+            for i in pairs(acked) do
+                n_acked = n_acked + 1
+                if not present[i] then lost = lost + 1 end
+            end
+            c.note("leader kill: acked " .. n_acked .. ", failed " .. failed .. ", present " .. count)
+            ngx.say("acknowledged writes lost: ", lost)
+            ngx.say("acknowledged 'already exists' for a key written once: ", #twice)
+            ngx.say("keys with a version other than 1: ", bad_version)
+            ngx.say("longest gap between writes under 5 s: ", gap ~= nil and gap < 5, c.note("leader kill window: " .. tostring(gap)))
+            ngx.say("cluster whole again: ", c.wait_healthy(30))
+        }
+    }
+--- response_body
+leader found: true
+the killed leader was the used member: true
+writes after the kill: true
+acknowledged writes lost: 0
+acknowledged 'already exists' for a key written once: 0
+keys with a version other than 1: 0
+longest gap between writes under 5 s: true
+cluster whole again: true
+--- error_log eval
+qr/cluster_test: /
+
+
+
+=== TEST 7: the leader killed (down ~1 s) under a watcher reading 10,000 puts: every revision exactly once, in order
+--- config
+    location = /t {
+        content_by_lua_block {
+            local c = require "cluster_test"
+            assert(c.wait_healthy(20), "cluster not healthy")
+            local leader = c.leader()
+            ngx.say("leader found: ", leader ~= nil)
+            -- the watch stream on the leader: the kill breaks it, and it
+            -- must resume on another member from the last revision seen
+            local cli = c.client_first(leader, { serializer = "raw" })
+            local reader = assert(cli:watchdir("/cl7/", { timeout = 10 }))
+            local start = tonumber(reader().result.header.revision)
+            local used = c.used_member()
+            local N = 10000
+            local acked, done, stop, next_i = {}, false, false, 0
+            ngx.timer.at(0, function()
+                local w = c.client({ serializer = "raw", timeout = 2 })
+                local function put(key, val)
+                    while true do
+                        local res = w:set(key, val)
+                        if res and res.status == 200 then
+                            return tonumber(res.body.header.revision)
+                        end
+                        ngx.sleep(0.05)
+                    end
+                end
+                local function writer()
+                    while next_i < N do
+                        next_i = next_i + 1
+                        local i = next_i
+                        if i == 2000 then c.kill_and_restart(leader, 1) end
+                        -- not acked[#acked + 1] = put(...): `#acked` would be
+                        -- taken before put() yields to the other writers
+                        local rev = put("/cl7/" .. (i % 50), tostring(i))
+                        acked[#acked + 1] = rev
+                    end
+                end
+                local ws = {}
+                for k = 1, 4 do ws[k] = ngx.thread.spawn(writer) end
+                for k = 1, 4 do ngx.thread.wait(ws[k]) end
+                done = true
+                -- keeps events coming until the reader has seen the last
+                -- acknowledged put (its read never waits for nothing)
+                for _ = 1, 600 do
+                    if stop then break end
+                    put("/cl7/tick", "t")
+                    ngx.sleep(0.05)
+                end
+            end)
+            local seen, dups, gaps, last, err = {}, 0, 0, start, nil
+            local top = function()
+                local m = 0
+                for _, r in ipairs(acked) do m = math.max(m, r) end
+                return m
+            end
+            while true do
+                local chunk
+                chunk, err = reader()
+                if not chunk then break end
+                for _, ev in ipairs(chunk.result.events or {}) do
+                    local rev = tonumber(ev.kv.mod_revision)
+                    if seen[rev] then dups = dups + 1 end
+                    if rev ~= last + 1 then gaps = gaps + 1 end
+                    seen[rev] = true
+                    last = rev
+                end
+                if done and last >= top() then break end
+            end
+            stop = true
+            local missing = 0
+            for _, rev in ipairs(acked) do
+                if not seen[rev] then missing = missing + 1 end
+            end
+            ngx.say("reader ended early: ", not done and tostring(err) or "no")
+            ngx.say("the killed leader held the watch: ", used == leader)
+            ngx.say("acknowledged puts: ", #acked)
+            ngx.say("acknowledged but not seen: ", missing)
+            ngx.say("duplicates: ", dups, ", out of order or gaps: ", gaps)
+            ngx.say("cluster whole again: ", c.wait_healthy(30))
+        }
+    }
+--- response_body
+leader found: true
+reader ended early: no
+the killed leader held the watch: true
+acknowledged puts: 10000
+acknowledged but not seen: 0
+duplicates: 0, out of order or gaps: 0
+cluster whole again: true
+--- timeout: 180
+
+
+
+=== TEST 8: the used member (not the leader) killed (down ~1 s) under 16 threads of gets (timeout 2): reads fail for at most 3 s
+--- config
+    location = /t {
+        content_by_lua_block {
+            local c = require "cluster_test"
+            assert(c.wait_healthy(20), "cluster not healthy")
+            local leader = c.leader()
+            local victim = leader % 3 + 1
+            local cli = c.client_first(victim, { timeout = 2 })
+            assert(cli:set("/cl8/k", "v"))
+            ngx.say("used member is not the leader: ", c.used_member() == victim and victim ~= leader)
+            local stop, t0, first_fail, last_fail, fails = false, nil, nil, nil, 0
+            local threads = {}
+            for k = 1, 16 do
+                threads[k] = ngx.thread.spawn(function()
+                    while not stop do
+                        local res = cli:get("/cl8/k")
+                        ngx.update_time()
+                        if not res and t0 then
+                            fails = fails + 1
+                            first_fail = first_fail or ngx.now()
+                            last_fail = ngx.now()
+                        end
+                        ngx.sleep(0.01)
+                    end
+                end)
+            end
+            ngx.sleep(0.3)
+            ngx.update_time()
+            t0 = ngx.now()
+            c.kill_and_restart(victim, 1)
+            ngx.sleep(3)
+            stop = true
+            for k = 1, 16 do ngx.thread.wait(threads[k]) end
+            local window = last_fail and (last_fail - t0) or 0
+            c.note("kill: failed gets " .. fails)
+            ngx.say("reads failing for at most 3 s: ", window <= 3, c.note("kill window: " .. window))
+            ngx.say("moved off the killed member: ", c.used_member() ~= victim)
+            ngx.say("cluster whole again: ", c.wait_healthy(30))
+        }
+    }
+--- response_body
+used member is not the leader: true
+reads failing for at most 3 s: true
+moved off the killed member: true
+cluster whole again: true
+--- error_log eval
+qr/cluster_test: /

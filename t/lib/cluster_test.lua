@@ -10,7 +10,31 @@ local _M = {}
 function _M.member(i)
     local m = t.member(i)
     m.restart = os.getenv("TEST_NGINX_RESTART_" .. i)
+    -- a member restarted by its script runs under a new pid, kept in
+    -- etcd.pid next to the script (frozen() must stop the current one)
+    local f = io.open((m.restart:gsub("restart%.sh$", "etcd.pid")))
+    if f then
+        m.pid = tonumber(f:read("*l")) or m.pid
+        f:close()
+    end
     return m
+end
+
+
+-- A client of all three members, member `first` first (the member a
+-- worker connects to first).
+function _M.client_first(first, opts)
+    local etcd = require "etcd_grpc"
+    opts = opts or {}
+    local hosts = { _M.member(first).host }
+    opts.init_count = 0    -- start at hosts[1], not at a random one
+    for h in os.getenv("TEST_NGINX_CLUSTER"):gmatch("%S+") do
+        if h ~= hosts[1] then
+            hosts[#hosts + 1] = h
+        end
+    end
+    opts.http_host = hosts
+    return assert(etcd.new(opts))
 end
 
 
@@ -46,6 +70,13 @@ end
 -- Logs a measurement (the report quotes them) and returns "".
 function _M.note(v)
     ngx.log(ngx.WARN, "cluster_test: ", debug.getinfo(2, "l").currentline, ": ", tostring(v))
+    -- TEST_NGINX_CLUSTER_NOTES=<file>: also collected there, across blocks
+    local path = os.getenv("TEST_NGINX_CLUSTER_NOTES")
+    local f = path and path ~= "" and io.open(path, "a")
+    if f then
+        f:write(debug.getinfo(2, "l").currentline, ": ", tostring(v), "\n")
+        f:close()
+    end
     return ""
 end
 
