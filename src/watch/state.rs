@@ -34,6 +34,10 @@ pub(super) struct Live {
     /// Whether its last create was refused for the stream's token and the
     /// stream reopened with a fresh one (reset once a create succeeds).
     reauthed: bool,
+    /// The member whose answers it last had (`header.member_id`): a store
+    /// behind `next_rev` means "went backwards" only on that member; on
+    /// another one, after a failover, it is a follower catching up.
+    member: u64,
 }
 
 /// How much of a fragmented response is merged before the watcher is
@@ -150,6 +154,7 @@ fn add(
             fragments: Vec::new(),
             merged_bytes: 0,
             reauthed: false,
+            member: 0,
         },
     );
     st.pending.push_back(id);
@@ -233,6 +238,9 @@ pub(super) fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Reques
         all.extend(resp.events);
         resp.events = all;
     }
+    if let Some(h) = resp.header.as_ref() {
+        w.member = h.member_id;
+    }
     if let Some(last) = resp.events.last().and_then(|e| e.kv.as_ref()) {
         w.next_rev = last.mod_revision + 1;
     } else if !resp.canceled {
@@ -305,7 +313,12 @@ fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
         w.acked = true;
         let mut resp = resp;
         let current = resp.header.as_ref().map_or(0, |h| h.revision);
-        let went_back = !first && !resp.canceled && current + 1 < w.next_rev;
+        let member = resp.header.as_ref().map_or(0, |h| h.member_id);
+        // etcd waits for a start revision still ahead of a lagging member,
+        // so only the member that served the watcher can have gone back.
+        let same_member = w.member == 0 || member == w.member;
+        let went_back = !first && !resp.canceled && same_member && current + 1 < w.next_rev;
+        w.member = member;
         if went_back {
             // The store is behind what this watcher already delivered: etcd
             // was wiped or restored. Report it like a compaction, so the
