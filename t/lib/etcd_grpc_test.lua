@@ -146,6 +146,11 @@ function _M.frozen(pid, limit, fn)
     local watchdog = tonumber(f:read("*a"))
     f:close()
     os.execute("kill -STOP " .. tostring(pid))
+    -- SIGSTOP takes effect thread by thread: a Go thread still running can
+    -- answer a request or two after kill returns. Wait (up to 1 s) until
+    -- every thread of the process is stopped.
+    os.execute("for i in $(seq 100); do grep -qv '^[^)]*) [tT]' /proc/" .. tostring(pid)
+               .. "/task/*/stat 2>/dev/null || break; sleep 0.01; done")
     local res = { pcall(fn) }
     os.execute("kill -CONT " .. tostring(pid))
     if watchdog then
