@@ -133,6 +133,22 @@ function _M.wait_closed(pid, port, lport, limit)
 end
 
 
+-- SIGSTOPs process `pid` (or every pid of the list `pid`) and returns once
+-- it is stopped: SIGSTOP takes effect thread by thread, and a Go thread
+-- still running can answer a request or two after kill returns, so this
+-- waits (up to 1 s) until every thread of every process is stopped.
+function _M.stop(pid)
+    local pids = type(pid) == "table" and pid or { pid }
+    for _, p in ipairs(pids) do
+        os.execute("kill -STOP " .. tostring(p))
+    end
+    for _, p in ipairs(pids) do
+        os.execute("for i in $(seq 100); do grep -qv '^[^)]*) [tT]' /proc/" .. tostring(p)
+                   .. "/task/*/stat 2>/dev/null || break; sleep 0.01; done")
+    end
+end
+
+
 -- Runs `fn` while process `pid` (or every pid of the list `pid`) is
 -- frozen (SIGSTOP) and thaws it after, also when `fn` raises (then it says
 -- `failed: <error>`); a watchdog thaws it after `limit` seconds even if the
@@ -152,14 +168,7 @@ function _M.frozen(pid, limit, fn)
                        .. "' </dev/null >/dev/null 2>&1 & echo $!")
     local watchdog = tonumber(f:read("*a"))
     f:close()
-    os.execute("kill -STOP " .. all)
-    -- SIGSTOP takes effect thread by thread: a Go thread still running can
-    -- answer a request or two after kill returns. Wait (up to 1 s) until
-    -- every thread of every process is stopped.
-    for _, p in ipairs(pids) do
-        os.execute("for i in $(seq 100); do grep -qv '^[^)]*) [tT]' /proc/" .. tostring(p)
-                   .. "/task/*/stat 2>/dev/null || break; sleep 0.01; done")
-    end
+    _M.stop(pids)
     local res = { pcall(fn) }
     os.execute("kill -CONT " .. all)
     if watchdog then
