@@ -20,7 +20,7 @@ __DATA__
             local cli = etcd.new({ http_host = "$TEST_NGINX_ETCD_HOST", serializer = "raw" })
             assert(cli:set("/nb1/k", "v"))          -- the connection is up
 
-            os.execute("kill -STOP $TEST_NGINX_ETCD_PID")
+            require("etcd_grpc_test").stop($TEST_NGINX_ETCD_PID)
             local a = ngx.thread.spawn(function()
                 ngx.update_time()
                 local t0 = ngx.now()

@@ -505,3 +505,126 @@ moved off the killed member: true
 cluster whole again: true
 --- error_log eval
 qr/cluster_test: /
+
+
+
+=== TEST 9: a write whose answer is lost after etcd received it is not sent again, with or without retry = true: applied once
+--- config
+    location = /t {
+        content_by_lua_block {
+            local c = require "cluster_test"
+            local etcd = require "etcd_grpc"
+            local health_check = require "etcd_grpc.health_check"
+            assert(c.wait_healthy(20), "cluster not healthy")
+            local direct = c.client_first(2, { timeout = 3 })
+            assert(direct:rmdir("/cl9/"))
+            -- the proxy in front of member 1 lets the set through to etcd
+            -- and resets the connection before its answer comes back: the
+            -- next member would apply it a second time
+            local function lost_answer(name)
+                local url, proxy = c.cut_proxy(1, "$TEST_NGINX_ROOT")
+                local cli = assert(etcd.new({
+                    http_host = { url, c.member(2).host, c.member(3).host },
+                    init_count = 0, timeout = 3,
+                }))
+                local key = "/cl9/" .. name
+                ngx.say(name, ": served through the proxy: ", cli:get(key) ~= nil)
+                proxy.arm()
+                local res, err = cli:set(key, string.rep("v", 4096))
+                c.note(name .. ": " .. tostring(err))
+                ngx.say(name, ": the set fails: ", res == nil and err ~= nil)
+                ngx.say(name, ": the proxy cut its answer: ", proxy.was_cut())
+                local got = assert(direct:get(key))
+                local kv = got.body.kvs and got.body.kvs[1]
+                ngx.say(name, ": applied times: ", kv and kv.version or 0)
+                res, err = cli:get(key)
+                ngx.say(name, ": the next call succeeds: ", res ~= nil, " ", err)
+                proxy.stop()
+            end
+            lost_answer("plain")
+            assert(health_check.init({ retry = true, max_fails = 1 }))
+            lost_answer("retry")
+        }
+    }
+--- response_body
+plain: served through the proxy: true
+plain: the set fails: true
+plain: the proxy cut its answer: true
+plain: applied times: 1
+plain: the next call succeeds: true nil
+retry: served through the proxy: true
+retry: the set fails: true
+retry: the proxy cut its answer: true
+retry: applied times: 1
+retry: the next call succeeds: true nil
+--- no_error_log
+[error]
+Retrying
+
+
+
+=== TEST 10: the member a watch is on frozen: the watch moves with the connection (a get times out on it) and gets the puts made meanwhile within 6 s, each once
+--- config
+    location = /t {
+        content_by_lua_block {
+            local c = require "cluster_test"
+            assert(c.wait_healthy(20), "cluster not healthy")
+            local leader = c.leader()
+            local f = leader % 3 + 1    -- a follower: writes go on meanwhile
+            local cli = c.client_first(f, { timeout = 2, serializer = "raw" })
+            local writer = c.client_first(leader, { timeout = 2, serializer = "raw" })
+            assert(writer:rmdir("/cl10/"))
+            local reader = assert(cli:watchdir("/cl10/", { timeout = 10 }))
+            reader()    -- created
+            assert(cli:get("/cl10/x"))
+            ngx.say("watch and calls on the follower: ", c.connections(f) == 2)
+            local stop = false
+            local getter = ngx.thread.spawn(function()
+                while not stop do
+                    cli:get("/cl10/x")
+                    ngx.sleep(0.1)
+                end
+            end)
+            local N, revs, seen, dups, took = 20, {}, {}, 0, nil
+            c.frozen({ f }, 30, function()
+                ngx.update_time()
+                local t0 = ngx.now()
+                for i = 1, N do
+                    local res = assert(writer:set("/cl10/" .. i, tostring(i)))
+                    revs[i] = tonumber(res.body.header.revision)
+                end
+                local got = 0
+                while got < N do
+                    local chunk, err = reader()
+                    if not chunk then
+                        ngx.say("reader: ", err)
+                        break
+                    end
+                    for _, ev in ipairs(chunk.result.events or {}) do
+                        local rev = tonumber(ev.kv.mod_revision)
+                        if seen[rev] then dups = dups + 1 end
+                        seen[rev] = true
+                        got = got + 1
+                    end
+                end
+                ngx.update_time()
+                took = ngx.now() - t0
+            end)
+            stop = true
+            ngx.thread.wait(getter)
+            local missing = 0
+            for i = 1, N do
+                if not seen[revs[i]] then missing = missing + 1 end
+            end
+            ngx.say("puts missed: ", missing, ", duplicates: ", dups)
+            ngx.say("seen within 6 s: ", took ~= nil and took < 6, c.note("watch moved: " .. tostring(took)))
+            ngx.say("cluster whole again: ", c.wait_healthy(30))
+        }
+    }
+--- response_body
+watch and calls on the follower: true
+puts missed: 0, duplicates: 0
+seen within 6 s: true
+cluster whole again: true
+--- error_log eval
+qr/cluster_test: /

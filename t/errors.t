@@ -54,7 +54,7 @@ unlimited by default: 4096
             ngx.say("refused: ", select(2, cli:get("/er3")))
             ngx.say("refused (txn): ", select(2, cli:setnx("/er3", "v")))
             local cli2 = require("etcd_grpc_test").client()
-            os.execute("kill -STOP $TEST_NGINX_ETCD_PID")
+            require("etcd_grpc_test").stop($TEST_NGINX_ETCD_PID)
             local res, err = cli2:readdir("/er3", { timeout = 0.3 })
             os.execute("kill -CONT $TEST_NGINX_ETCD_PID")
             ngx.say("frozen: ", tostring(res), " ", err)

@@ -18,7 +18,7 @@ __DATA__
             local cli = etcd.new({ http_host = "$TEST_NGINX_ETCD_HOST", serializer = "raw" })
             assert(cli:set("/ex1/k", "v"))
 
-            os.execute("kill -STOP $TEST_NGINX_ETCD_PID")
+            require("etcd_grpc_test").stop($TEST_NGINX_ETCD_PID)
             -- a call owned by a timer, so it outlives this request
             ngx.timer.at(0, function()
                 local res, err = cli:get("/ex1/k", { timeout = 30 })

@@ -27,6 +27,7 @@ __DATA__
                 { "user", { user = 1 } },
                 { "password", { password = {} } },
                 { "unix_socket_proxy", { unix_socket_proxy = true } },
+                { "unix_socket_proxy set", { unix_socket_proxy = "unix:/tmp/conf.sock" } },
                 { "host with path", { http_host = "http://127.0.0.1:2379/v3" } },
                 { "host without scheme", { http_host = "127.0.0.1:2379" } },
                 { "host with underscore", { http_host = "http://my_host:2379" } },
@@ -52,6 +53,7 @@ key_prefix: nil opts.key_prefix must be string
 user: nil opts.user must be string or ignore
 password: nil opts.password must be string or ignore
 unix_socket_proxy: nil opts.unix_socket_proxy must be string or ignore
+unix_socket_proxy set: nil opts.unix_socket_proxy is not supported: etcd_grpc speaks gRPC to the endpoints
 host with path: nil invalid http host: http://127.0.0.1:2379/v3, err: not matched
 host without scheme: nil invalid http host: 127.0.0.1:2379, err: not matched
 host with underscore: nil invalid http host: http://my_host:2379, err: not matched

@@ -208,7 +208,7 @@ from log
                 return out
             end
             ngx.print("roundtrip: ", run("roundtrip"))
-            os.execute("kill -STOP $TEST_NGINX_ETCD_PID")
+            require("etcd_grpc_test").stop($TEST_NGINX_ETCD_PID)
             local out = run("timeout")
             os.execute("kill -CONT $TEST_NGINX_ETCD_PID")
             ngx.print("frozen: ", out)

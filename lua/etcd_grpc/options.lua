@@ -125,6 +125,12 @@ function _M.normalize(opts)
     if opts.unix_socket_proxy ~= nil and type(opts.unix_socket_proxy) ~= "string" then
         return nil, "opts.unix_socket_proxy must be string or ignore"
     end
+    if opts.unix_socket_proxy ~= nil then
+        -- It names a proxy of etcd's HTTP API (APISIX's conf server), which
+        -- cannot carry gRPC; going to the endpoints instead would bypass it
+        -- without a word.
+        return nil, "opts.unix_socket_proxy is not supported: etcd_grpc speaks gRPC to the endpoints"
+    end
     local max_recv = opts.max_recv_msg_size
     if max_recv ~= nil and not (is_uint(max_recv) and max_recv > 0) then
         return nil, "opts.max_recv_msg_size must be positive integer or ignore"

@@ -133,3 +133,67 @@ pub fn never_sent(status: &tonic::Status) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport() -> Error {
+        Error::Transport {
+            endpoint: "http://127.0.0.1:2379".into(),
+            reason: "connection reset".into(),
+        }
+    }
+
+    fn status(status: tonic::Status) -> Error {
+        Error::Status {
+            endpoint: "http://127.0.0.1:2379".into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn reads_are_retried_after_any_member_failure() {
+        for unsent in [false, true] {
+            assert!(retryable(Retry::Read, &transport(), unsent));
+            let leader_changed = status(tonic::Status::unavailable("etcdserver: leader changed"));
+            assert!(retryable(Retry::Read, &leader_changed, unsent));
+        }
+    }
+
+    #[test]
+    fn writes_are_retried_only_when_nothing_was_sent() {
+        // a write that left may have been applied: a retry could apply it twice
+        assert!(!retryable(Retry::Write, &transport(), false));
+        let timed_out = status(tonic::Status::unavailable("etcdserver: request timed out"));
+        assert!(!retryable(Retry::Write, &timed_out, false));
+        assert!(retryable(Retry::Write, &transport(), true));
+    }
+
+    #[test]
+    fn etcd_refusals_are_never_retried() {
+        let refusals = [
+            tonic::Status::invalid_argument("etcdserver: key is not provided"),
+            tonic::Status::failed_precondition("etcdserver: requested lease not found"),
+            tonic::Status::out_of_range("etcdserver: mvcc: required revision has been compacted"),
+            tonic::Status::deadline_exceeded("context deadline exceeded"),
+        ];
+        for r in refusals {
+            let e = status(r);
+            assert!(!retryable(Retry::Read, &e, false));
+            assert!(!retryable(Retry::Write, &e, true));
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_counts_as_never_sent() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let refused = tonic::Status::from_error(Box::new(io));
+        assert!(never_sent(&refused));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!never_sent(&tonic::Status::from_error(Box::new(reset))));
+        assert!(!never_sent(&tonic::Status::unavailable(
+            "etcdserver: leader changed"
+        )));
+    }
+}

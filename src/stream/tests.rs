@@ -1,11 +1,12 @@
 //! The supervisor without etcd: backoff bounds, panic containment and
 //! shutdown, with a session that never needs a stream.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::connection::Config;
+use crate::connection::{Config, Connection};
 
 #[test]
 fn backoff_is_jittered_doubling_and_capped() {

@@ -86,18 +86,9 @@ end
 function _M.frozen(list, limit, fn)
     local pids = {}
     for _, i in ipairs(list) do
-        pids[#pids + 1] = tostring(_M.member(i).pid)
+        pids[#pids + 1] = _M.member(i).pid
     end
-    local all = table.concat(pids, " ")
-    os.execute("setsid perl -MPOSIX -e 'POSIX::close($_) for 3 .. 4095; sleep " .. limit
-               .. "; kill CONT => qw(" .. all .. ")' </dev/null >/dev/null 2>&1 &")
-    os.execute("kill -STOP " .. all)
-    local res = { pcall(fn) }
-    os.execute("kill -CONT " .. all)
-    if not res[1] then
-        ngx.say("failed: ", res[2])
-    end
-    return unpack(res)
+    return t.frozen(pids, limit, fn)
 end
 
 
@@ -151,6 +142,47 @@ function _M.wait_healthy(limit)
         ngx.sleep(0.1)
     end
     return false
+end
+
+
+-- Starts t/lib/cut_proxy.py in front of member i (repository `root`):
+-- returns its URL and an object with arm() (lose the answer to the next
+-- request of at least 3,000 bytes, after etcd received it), was_cut() and
+-- stop(). The proxy exits by itself after 60 s.
+function _M.cut_proxy(i, root)
+    local base = os.tmpname()
+    local target = _M.member(i).host:gsub("^https?://", "")
+    os.execute("setsid python3 " .. root .. "/t/lib/cut_proxy.py " .. base .. " " .. target
+               .. " 3000 60 </dev/null >/dev/null 2>&1 & echo $! > " .. base .. ".pid")
+    local port
+    for _ = 1, 100 do
+        local f = io.open(base .. ".port")
+        if f then
+            port = f:read("*l")
+            f:close()
+            break
+        end
+        ngx.sleep(0.05)
+    end
+    assert(port, "cut_proxy did not start")
+    local exists = function(suffix)
+        local f = io.open(base .. suffix)
+        if f then
+            f:close()
+        end
+        return f ~= nil
+    end
+    local proxy = {}
+    function proxy.arm()
+        assert(io.open(base .. ".arm", "w")):close()
+    end
+    function proxy.was_cut()
+        return exists(".cut")
+    end
+    function proxy.stop()
+        os.execute("kill $(cat " .. base .. ".pid) 2>/dev/null; rm -f " .. base .. " " .. base .. ".*")
+    end
+    return "http://127.0.0.1:" .. port, proxy
 end
 
 

@@ -133,26 +133,44 @@ function _M.wait_closed(pid, port, lport, limit)
 end
 
 
--- Runs `fn` while process `pid` is frozen (SIGSTOP) and thaws it after,
--- also when `fn` raises (then it says `failed: <error>`); a watchdog thaws
--- it after `limit` seconds even if the test dies first (the etcd serves
--- later blocks). Returns what pcall returns.
+-- SIGSTOPs process `pid` (or every pid of the list `pid`) and returns once
+-- it is stopped: SIGSTOP takes effect thread by thread, and a Go thread
+-- still running can answer a request or two after kill returns, so this
+-- waits (up to 1 s) until every thread of every process is stopped.
+function _M.stop(pid)
+    local pids = type(pid) == "table" and pid or { pid }
+    for _, p in ipairs(pids) do
+        os.execute("kill -STOP " .. tostring(p))
+    end
+    for _, p in ipairs(pids) do
+        os.execute("for i in $(seq 100); do grep -qv '^[^)]*) [tT]' /proc/" .. tostring(p)
+                   .. "/task/*/stat 2>/dev/null || break; sleep 0.01; done")
+    end
+end
+
+
+-- Runs `fn` while process `pid` (or every pid of the list `pid`) is
+-- frozen (SIGSTOP) and thaws it after, also when `fn` raises (then it says
+-- `failed: <error>`); a watchdog thaws it after `limit` seconds even if the
+-- test dies first (the etcd serves later blocks). Returns what pcall
+-- returns.
 function _M.frozen(pid, limit, fn)
+    local pids = type(pid) == "table" and pid or { pid }
+    local all = {}
+    for i, p in ipairs(pids) do
+        all[i] = tostring(p)
+    end
+    all = table.concat(all, " ")
     -- the watchdog closes the fds it inherits from nginx first: a listening
     -- socket held by it would keep the next test's nginx from binding
     local f = io_popen("setsid perl -MPOSIX -e 'POSIX::close($_) for 3 .. 4095;"
-                       .. " sleep " .. tostring(limit) .. "; kill CONT => " .. tostring(pid)
+                       .. " sleep " .. tostring(limit) .. "; kill CONT => qw(" .. all .. ")"
                        .. "' </dev/null >/dev/null 2>&1 & echo $!")
     local watchdog = tonumber(f:read("*a"))
     f:close()
-    os.execute("kill -STOP " .. tostring(pid))
-    -- SIGSTOP takes effect thread by thread: a Go thread still running can
-    -- answer a request or two after kill returns. Wait (up to 1 s) until
-    -- every thread of the process is stopped.
-    os.execute("for i in $(seq 100); do grep -qv '^[^)]*) [tT]' /proc/" .. tostring(pid)
-               .. "/task/*/stat 2>/dev/null || break; sleep 0.01; done")
+    _M.stop(pids)
     local res = { pcall(fn) }
-    os.execute("kill -CONT " .. tostring(pid))
+    os.execute("kill -CONT " .. all)
     if watchdog then
         os.execute("kill " .. tostring(watchdog) .. " 2>/dev/null")
     end
