@@ -55,6 +55,13 @@ impl Default for Track {
 }
 
 impl Track {
+    /// The revision the copy reflects (the feed itself only needs
+    /// [`Track::resume_from`]).
+    #[cfg(test)]
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
     /// Whether the next step is a full load.
     pub fn needs_load(&self) -> bool {
         self.stale
@@ -184,3 +191,6 @@ fn compacted_text(resp: &PbWatchResponse) -> String {
         format!("{}, reloaded", resp.cancel_reason)
     }
 }
+
+#[cfg(test)]
+mod tests;
