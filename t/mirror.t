@@ -302,6 +302,7 @@ after restart: true 4, count: 5, resyncs: 0, revision: true
             local m = assert(cli:mirror("/m7/"))
             try(m.get, nil, "/m7/x")
             try(m.wait, m, "x", 1)
+            try(m.wait, m, 0/0, 1)
             try(m.wait, m, 1, -1)
             local rev = tonumber(m:revision())
             ngx.say("wait: ", m:wait(rev + 1000, 0.2))
@@ -314,6 +315,7 @@ after restart: true 4, count: 5, resyncs: 0, revision: true
 key must be a string
 opts.on_change must be a function
 etcd_grpc: call mirror methods as m:method(...)
+revision must be a number or a decimal string
 revision must be a number or a decimal string
 timeout must be a non-negative number
 wait: niltimeout

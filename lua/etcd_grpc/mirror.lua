@@ -1,7 +1,7 @@
 -- The config mirror: a worker's copy of one prefix, kept current by an
 -- applier light thread that pulls typed deltas from the native feed (load,
 -- watch from the next revision, resync after a compaction or a revision
--- going backwards: all decided natively, see src/mirror.rs).
+-- going backwards: all decided natively, see src/mirror/).
 --
 -- The copy is a plain Lua table holding each value once, deserialized
 -- once, when its event is applied: reads (get, pairs, count, revision) are
@@ -50,6 +50,12 @@ local PULL_TIMEOUT = 60
 local LOAD_TIMEOUT = 10
 local RETRY_FIRST = 0.1
 local RETRY_MAX = 5
+
+-- The longest single semaphore wait of m:wait, which waits longer in
+-- turns: ngx.semaphore passes milliseconds as a C int, and a timeout past
+-- it (about 24 days; 1e300 becomes 0 or negative) would make each wait
+-- return at once, a loop that never sleeps.
+local WAIT_SLICE = 3600
 
 -- A value the serializer turned into nil (an empty value): the key is
 -- there, its value is nil.
@@ -226,7 +232,8 @@ end
 function _M.wait(self, revision, timeout)
     check(self)
     local want = tonumber(revision)
-    if not want then
+    -- NaN compares false with everything: it would count as reached
+    if not want or want ~= want then
         error("revision must be a number or a decimal string", 2)
     end
     if type(timeout) ~= "number" or not (timeout >= 0 and timeout < math_huge) then
@@ -246,7 +253,7 @@ function _M.wait(self, revision, timeout)
             return nil, "timeout"
         end
         self._nwait = self._nwait + 1
-        self._sema:wait(left)
+        self._sema:wait(math_min(left, WAIT_SLICE))
         self._nwait = self._nwait - 1
         update_time()
     end

@@ -6,6 +6,11 @@ local random = math.random
 local randomseed = math.randomseed
 local str_char = string.char
 local concat = table.concat
+local say = ngx.say
+local now = ngx.now
+local update_time = ngx.update_time
+local spawn = ngx.thread.spawn
+local wait = ngx.thread.wait
 
 
 local _M = {}
@@ -110,6 +115,66 @@ function _M.calls(seed, n)
 end
 
 
+-- Mirror calls: { method, self_kind, a1, a2 }. self_kind 1 is the live
+-- mirror, 2 a random value (a '.' call), 3 a closed mirror; for "mirror"
+-- the client is self. A wait's revision "near" means a revision the
+-- harness's writer reaches within milliseconds, so any timeout may go with
+-- it; any other revision only goes with a short or a bad timeout, so that
+-- no call may legitimately wait long.
+local MIRROR_METHODS = {
+    "mirror", "mirror", "get", "get", "pairs", "count", "revision",
+    "wait", "wait", "wait", "wait", "stats", "close",
+}
+
+local MIRROR_PREFIXES = { "/a/", "/b/", "/" }
+
+local ON_CHANGE = {
+    function() end,
+    function() error("on_change failed on purpose") end,
+    function() ngx.sleep(0.001) end,
+    print, 1, "f", true, {},
+}
+
+local SHORT_TIMEOUTS = { 0, 0.001, 0.01, -1, -0.001, 0/0, math.huge, -math.huge, "0.01", true, {} }
+
+
+local function mirror_args(method)
+    if method == "mirror" then
+        local prefix = random(5) == 1 and value(0) or MIRROR_PREFIXES[random(#MIRROR_PREFIXES)]
+        local kind, opts = random(4), nil
+        if kind == 2 then
+            opts = { on_change = ON_CHANGE[random(#ON_CHANGE)] }
+        elseif kind == 3 then
+            opts = value(0)
+        end
+        return prefix, opts
+    elseif method == "wait" then
+        if random(2) == 1 then
+            return "near", NUMBERS[random(#NUMBERS)]
+        end
+        local revision = random(3) == 1 and "reached" or value(0)
+        if revision == "reached" then
+            return revision, value(0)
+        end
+        return revision, SHORT_TIMEOUTS[random(#SHORT_TIMEOUTS)]
+    end
+    return value(0), value(0)
+end
+
+
+function _M.mirror_calls(seed, n)
+    randomseed(seed)
+    local out = {}
+    for i = 1, n do
+        local method = MIRROR_METHODS[random(#MIRROR_METHODS)]
+        local self_kind = random(20) == 1 and 2 or (random(20) == 1 and 3 or 1)
+        local a1, a2 = mirror_args(method)
+        out[i] = { method, self_kind, a1, a2 }
+    end
+    return out
+end
+
+
 -- Random options for etcd_grpc.new().
 function _M.new_opts(seed, n)
     randomseed(seed)
@@ -143,6 +208,72 @@ function _M.internal(err)
         if err:find(s, 1, true) then
             return s
         end
+    end
+end
+
+-- A fresh count for drive().
+function _M.tally()
+    return { raised = 0, returned = 0, leaks = 0, slow = 0, shown = 0 }
+end
+
+
+-- The first few findings are printed: the response body shows them.
+local function note(t, text)
+    if t.shown < 5 then
+        t.shown = t.shown + 1
+        say(text)
+    end
+end
+
+
+local function leak(t, where, err)
+    local bad = type(err) ~= "string" and "a " .. type(err) or _M.internal(err)
+    if bad then
+        t.leaks = t.leaks + 1
+        note(t, "leak (" .. bad .. ") in " .. where .. ": " .. tostring(err))
+    end
+end
+
+
+-- Runs `calls` on `threads` light threads, each through `call(c)`, which
+-- returns what pcall returned. Counts into `t` the raises, the returns,
+-- every error that is not a string or carries the library's inside text,
+-- and, given `max_seconds`, every call that took longer.
+function _M.drive(t, calls, threads, call, label, max_seconds)
+    local i = 0
+    local function worker()
+        while true do
+            i = i + 1
+            local n, c = i, calls[i]
+            if not c then
+                return
+            end
+            update_time()
+            local started = now()
+            local ok, res, err = call(c)
+            update_time()
+            local where = c[1] .. " (" .. label .. ", call " .. n .. ")"
+            if max_seconds and now() - started > max_seconds then
+                t.slow = t.slow + 1
+                note(t, "slow: " .. where)
+            end
+            if not ok then
+                t.raised = t.raised + 1
+                leak(t, where .. " raised", res)
+            else
+                t.returned = t.returned + 1
+                if res == nil and err ~= nil then
+                    leak(t, where .. " returned", err)
+                end
+            end
+        end
+    end
+    local list = {}
+    for k = 1, threads do
+        list[k] = spawn(worker)
+    end
+    for k = 1, threads do
+        wait(list[k])
     end
 end
 

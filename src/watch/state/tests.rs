@@ -96,3 +96,52 @@ fn a_merge_over_the_limit_ends_the_watcher_clearly() {
     }
     assert!(st.live.is_empty());
 }
+
+/// A created answer on a new stream, from `member` at store `revision`.
+fn recreated(watch_id: i64, revision: i64, member: u64) -> PbWatchResponse {
+    PbWatchResponse {
+        header: Some(crate::pb::etcdserverpb::ResponseHeader {
+            revision,
+            member_id: member,
+            ..Default::default()
+        }),
+        ..created(watch_id)
+    }
+}
+
+/// One watcher that delivered up to revision 20 from member 0xa, then saw
+/// its stream break; the create for the new stream is in flight.
+fn delivered_then_broken() -> Fixture {
+    let (mut st, mut rx, ended, req_rx, req_tx) = one_watcher(MergeLimit::default());
+    let _ = rx.try_recv();
+    let mut resp = fragment(7, 1, false);
+    resp.header = recreated(7, 20, 0xa).header;
+    if let Some(kv) = resp.events[0].kv.as_mut() {
+        kv.mod_revision = 20;
+    }
+    on_response(&mut st, resp, &req_tx);
+    assert_eq!(rx.try_recv().unwrap().events.len(), 1);
+    st.new_stream();
+    (st, rx, ended, req_rx, req_tx)
+}
+
+#[test]
+fn a_store_behind_the_watcher_on_its_own_member_went_backwards() {
+    let (mut st, mut rx, _, _, req_tx) = delivered_then_broken();
+    on_response(&mut st, recreated(8, 3, 0xa), &req_tx);
+    let got = rx.try_recv().expect("no cancel for a store that went back");
+    assert!(got.canceled && got.compact_revision == 3, "{got:?}");
+    assert!(got.cancel_reason.contains("went backwards"), "{got:?}");
+    assert!(st.live.is_empty());
+}
+
+#[test]
+fn a_store_behind_the_watcher_on_another_member_is_a_follower_catching_up() {
+    let (mut st, mut rx, _, _, req_tx) = delivered_then_broken();
+    on_response(&mut st, recreated(8, 17, 0xb), &req_tx);
+    assert!(
+        rx.try_recv().is_err(),
+        "a lagging follower ended the watcher"
+    );
+    assert_eq!(st.by_etcd.get(&8), Some(&1));
+}

@@ -24,6 +24,9 @@
 //! - A timeout of the caller's wait loses nothing: [`Feed::next`] is
 //!   cancel-safe, so waiting idle costs no I/O and never re-creates a watch
 //!   (APISIX re-created its watches on every read timeout).
+//!
+//! What each response means is decided in `decide.rs`, without I/O; this
+//! file only does the calls and keeps the figures.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,10 +36,13 @@ use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 use crate::pb::etcdserverpb::{
     RangeRequest as PbRangeRequest, WatchCreateRequest as PbWatchCreateRequest,
-    WatchResponse as PbWatchResponse,
 };
 use crate::pb::mvccpb::{Event as PbEvent, KeyValue as PbKeyValue};
 use crate::watch::{Hub, Spec, Watcher};
+
+use decide::{Outcome, Track};
+
+mod decide;
 
 /// Responses a mirror's watcher may buffer: a mirror's applier drains in
 /// batches, but a burst of writes must not end its watcher as too slow.
@@ -97,17 +103,11 @@ impl Figures {
     }
 }
 
-/// Where the loop is.
+/// Where the loop is: the watcher (I/O) and what the decisions track.
 #[derive(Default)]
 struct State {
     watcher: Option<Watcher>,
-    /// The revision the caller's copy reflects once it applied what it got.
-    revision: i64,
-    /// Whether the copy must be (re)loaded before anything else.
-    stale: bool,
-    loads: u64,
-    /// A response taken while batching that belongs to the next delta.
-    held: Option<PbWatchResponse>,
+    track: Track,
 }
 
 /// One mirrored prefix's loop.
@@ -138,10 +138,7 @@ impl Feed {
             hub,
             key,
             range_end,
-            state: tokio::sync::Mutex::new(State {
-                stale: true,
-                ..State::default()
-            }),
+            state: tokio::sync::Mutex::new(State::default()),
             closed: tokio::sync::watch::channel(false).0,
             figures: Figures::default(),
         }
@@ -173,18 +170,18 @@ impl Feed {
     }
 
     async fn step(&self) -> Result<Delta> {
-        let mut st = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let st = &mut *guard;
         loop {
-            if st.stale {
-                return self.load(&mut st).await;
+            if st.track.needs_load() {
+                return self.load(st).await;
             }
-            let got = match st.held.take() {
+            let got = match st.track.take_held() {
                 Some(r) => Ok(r),
                 None => match st.watcher.as_ref() {
                     Some(w) => w.next().await,
                     None => {
-                        let from = st.revision + 1;
-                        st.watcher = Some(self.watch_from(from));
+                        st.watcher = Some(self.watch_from(st.track.resume_from()));
                         continue;
                     }
                 },
@@ -192,79 +189,32 @@ impl Feed {
             let resp = match got {
                 Ok(r) => r,
                 Err(Error::Closed) => return Err(Error::Closed),
-                Err(e) => return Err(self.lost_watcher(&mut st, e)),
+                Err(e) => return Err(self.lost_watcher(st, e)),
             };
-            if let Some(delta) = self.on_response(&mut st, resp)? {
-                return Ok(delta);
-            }
-        }
-    }
-
-    /// What one response does: a delta to hand out, or none (go on).
-    fn on_response(&self, st: &mut State, resp: PbWatchResponse) -> Result<Option<Delta>> {
-        if resp.canceled && resp.compact_revision > 0 {
-            self.figures.resyncs.fetch_add(1, Ordering::Relaxed);
-            self.figures.record(&compacted_text(&resp));
-            st.watcher = None;
-            st.stale = true;
-            return Ok(None);
-        }
-        if resp.canceled {
-            let reason = if resp.cancel_reason.is_empty() {
-                "watch canceled by etcd".to_string()
-            } else {
-                resp.cancel_reason
-            };
-            return Err(self.lost_watcher(st, Error::Ended(reason)));
-        }
-        if resp.created {
-            return Ok(None);
-        }
-        if resp.events.is_empty() {
-            let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-            if rev <= st.revision {
-                return Ok(None);
-            }
-            st.revision = rev;
-            return Ok(Some(Delta::Progress { revision: rev }));
-        }
-        Ok(self.batch(st, resp))
-    }
-
-    /// The events of `first` and of every plain event response already
-    /// buffered behind it (up to [`MAX_BATCH`]), as one delta.
-    fn batch(&self, st: &mut State, first: PbWatchResponse) -> Option<Delta> {
-        let mut events = Vec::new();
-        let mut revision = st.revision;
-        let mut next = Some(first);
-        while let Some(resp) = next.take() {
-            let plain = !resp.canceled && !resp.created;
-            if !plain || (!events.is_empty() && events.len() + resp.events.len() > MAX_BATCH) {
-                st.held = Some(resp);
-                break;
-            }
-            if resp.events.is_empty() {
-                // a progress notification behind the events: all seen
-                revision = revision.max(resp.header.as_ref().map_or(0, |h| h.revision));
-            }
-            for ev in resp.events {
-                let rev = ev.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-                // the watch starts after the copy's revision; never reapply
-                if rev > st.revision {
-                    revision = revision.max(rev);
-                    events.push(ev);
+            let watcher = st.watcher.as_ref();
+            match st
+                .track
+                .on_response(resp, || watcher.and_then(Watcher::try_next))
+            {
+                Outcome::Skip => {}
+                Outcome::Deliver(delta) => return Ok(self.counted(delta)),
+                Outcome::Reload(why) => {
+                    self.figures.resyncs.fetch_add(1, Ordering::Relaxed);
+                    self.figures.record(&why);
+                    st.watcher = None;
                 }
+                Outcome::Lost(e) => return Err(self.lost_watcher(st, e)),
             }
-            next = st.watcher.as_ref().and_then(Watcher::try_next);
         }
-        if revision <= st.revision {
-            return None;
+    }
+
+    fn counted(&self, delta: Delta) -> Delta {
+        if let Delta::Events { events, .. } = &delta {
+            self.figures
+                .events
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
         }
-        st.revision = revision;
-        self.figures
-            .events
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        Some(Delta::Events { revision, events })
+        delta
     }
 
     /// The full load: the prefix as of now, then a watcher from the next
@@ -283,17 +233,9 @@ impl Feed {
             }
         };
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
-        st.revision = revision;
-        st.stale = false;
-        st.held = None;
-        st.watcher = Some(self.watch_from(revision + 1));
-        let resync = st.loads > 0;
-        st.loads += 1;
-        Ok(Delta::Reset {
-            revision,
-            kvs: resp.kvs,
-            resync,
-        })
+        let delta = st.track.loaded(revision, resp.kvs);
+        st.watcher = Some(self.watch_from(st.track.resume_from()));
+        Ok(delta)
     }
 
     fn watch_from(&self, revision: i64) -> Watcher {
@@ -314,18 +256,7 @@ impl Feed {
     fn lost_watcher(&self, st: &mut State, err: Error) -> Error {
         self.figures.record(&err.to_string());
         st.watcher = None;
-        st.held = None;
+        st.track.lost();
         err
-    }
-}
-
-fn compacted_text(resp: &PbWatchResponse) -> String {
-    if resp.cancel_reason.is_empty() {
-        format!(
-            "compacted: revision {} is gone, reloaded",
-            resp.compact_revision
-        )
-    } else {
-        format!("{}, reloaded", resp.cancel_reason)
     }
 }
