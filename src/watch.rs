@@ -45,6 +45,11 @@ pub struct Spec {
     pub create: PbWatchCreateRequest,
     /// Messages buffered before the watcher is cancelled as too slow.
     pub buffer: usize,
+    /// The member `create.start_revision` was learned from
+    /// (`header.member_id`), 0 if none: a first answer from that same
+    /// member with its store behind the start revision means the store
+    /// went backwards (wiped or restored) since.
+    pub member: u64,
 }
 
 /// The reading end of one watcher, held by Lua. Dropping it cancels the

@@ -290,6 +290,7 @@ pub fn watch(a: &Table) -> Result<crate::watch::Spec> {
     }
     let buffer = watch_buffer(a)?;
     Ok(crate::watch::Spec {
+        member: 0,
         create: PbWatchCreateRequest {
             key: bytes(a, "key")?,
             range_end: bytes(a, "range_end")?,

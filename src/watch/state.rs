@@ -145,7 +145,6 @@ fn add(
     st.live.insert(
         id,
         Live {
-            spec,
             tx,
             ended,
             etcd_id: None,
@@ -154,7 +153,8 @@ fn add(
             fragments: Vec::new(),
             merged_bytes: 0,
             reauthed: false,
-            member: 0,
+            member: spec.member,
+            spec,
         },
     );
     st.pending.push_back(id);
@@ -315,9 +315,13 @@ fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
         let current = resp.header.as_ref().map_or(0, |h| h.revision);
         let member = resp.header.as_ref().map_or(0, |h| h.member_id);
         // etcd waits for a start revision still ahead of a lagging member,
-        // so only the member that served the watcher can have gone back.
-        let same_member = w.member == 0 || member == w.member;
-        let went_back = !first && !resp.canceled && same_member && current + 1 < w.next_rev;
+        // so only the member that served the watcher can have gone back; a
+        // first answer is checked only against the member the caller's
+        // start revision came from.
+        let known = w.member != 0;
+        let same_member = !known || member == w.member;
+        let checked = !first || known;
+        let went_back = checked && !resp.canceled && same_member && current + 1 < w.next_rev;
         w.member = member;
         if went_back {
             // The store is behind what this watcher already delivered: etcd

@@ -127,6 +127,7 @@ async fn watching(endpoints: Vec<String>) -> (Arc<Connection>, super::Watcher) {
             ..Default::default()
         },
         buffer: 16,
+        member: 0,
     });
     let first = tokio::time::timeout(Duration::from_secs(10), watcher.next()).await;
     assert!(matches!(first, Ok(Ok(_))), "no created answer");
@@ -166,6 +167,7 @@ async fn a_panic_in_the_hub_ends_its_watchers_with_a_clear_error() {
             ..Default::default()
         },
         buffer: 16,
+        member: 0,
     };
     let victim = hub.watch(spec(b"k"));
     let first = tokio::time::timeout(Duration::from_secs(10), victim.next()).await;

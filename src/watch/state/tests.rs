@@ -48,6 +48,7 @@ fn one_watcher(limit: MergeLimit) -> Fixture {
     let spec = Spec {
         create: Default::default(),
         buffer: 16,
+        member: 0,
     };
     online(&mut st, Cmd::Add(1, spec, tx, ended.clone()), &req_tx);
     on_response(&mut st, created(7), &req_tx);
@@ -144,4 +145,45 @@ fn a_store_behind_the_watcher_on_another_member_is_a_follower_catching_up() {
         "a lagging follower ended the watcher"
     );
     assert_eq!(st.by_etcd.get(&8), Some(&1));
+}
+
+/// A new watcher from revision 21, learned from member `member` (0: none).
+fn started_from(member: u64) -> Fixture {
+    let mut st = State::default();
+    let (tx, rx) = mpsc::channel(16);
+    let ended = Arc::new(Mutex::new(None));
+    let (req_tx, req_rx) = mpsc::unbounded_channel();
+    let spec = Spec {
+        create: crate::pb::etcdserverpb::WatchCreateRequest {
+            start_revision: 21,
+            ..Default::default()
+        },
+        buffer: 16,
+        member,
+    };
+    online(&mut st, Cmd::Add(1, spec, tx, ended.clone()), &req_tx);
+    (st, rx, ended, req_rx, req_tx)
+}
+
+#[test]
+fn a_first_answer_behind_the_start_on_the_member_it_came_from_went_backwards() {
+    let (mut st, mut rx, _, _, req_tx) = started_from(0xa);
+    on_response(&mut st, recreated(7, 3, 0xa), &req_tx);
+    let got = rx.try_recv().expect("no cancel for a store that went back");
+    assert!(got.canceled && got.compact_revision == 3, "{got:?}");
+    assert!(got.cancel_reason.contains("went backwards"), "{got:?}");
+    assert!(st.live.is_empty());
+}
+
+#[test]
+fn a_first_answer_behind_the_start_elsewhere_or_unhinted_keeps_watching() {
+    // another member: a follower catching up; no hint: a caller watching
+    // from a revision still to come
+    for (hint, member) in [(0xa, 0xb), (0, 0xa)] {
+        let (mut st, mut rx, _, _, req_tx) = started_from(hint);
+        on_response(&mut st, recreated(7, 3, member), &req_tx);
+        let got = rx.try_recv().expect("no created answer");
+        assert!(got.created && !got.canceled, "{got:?}");
+        assert_eq!(st.by_etcd.get(&7), Some(&1));
+    }
 }
