@@ -82,7 +82,12 @@ local last_failure       -- why the dispatcher last stopped (calls get it in bac
 
 
 local function deliver()
-    local n = core.drain(drained)
+    local n, notices = core.drain(drained)
+    if notices then
+        for i = 1, #notices do
+            log(WARN, notices[i])
+        end
+    end
     for i = 0, n - 1 do
         local base = i * 3
         local id, res, err = drained[base + 1], drained[base + 2], drained[base + 3]
@@ -285,10 +290,26 @@ local function release_slot(slot)
 end
 
 
+-- Writes the warnings the runtime queued (an unsafe ssl_verify, a refused
+-- password) to the error log; returns its arguments. A call that went
+-- through the dispatcher leaves that to its drain (deliver).
+local function flush_notices(...)
+    local list = core.notices()
+    if list then
+        for i = 1, #list do
+            log(WARN, list[i])
+        end
+    end
+    return ...
+end
+
+
 local function await(client, op, args, timeout)
     local id, err, misuse = client:submit(op, args, timeout)
     if not id then
-        return nil, err, misuse
+        -- Nothing will be drained for it (a connection it made may have
+        -- queued a notice).
+        return flush_notices(nil, err, misuse)
     end
 
     local slot = acquire_slot()
@@ -313,19 +334,6 @@ local function await(client, op, args, timeout)
 end
 
 
--- Writes the warnings the runtime queued (an unsafe ssl_verify, a refused
--- password) to the error log; returns its arguments.
-local function flush_notices(...)
-    local list = core.notices()
-    if list then
-        for i = 1, #list do
-            log(WARN, list[i])
-        end
-    end
-    return ...
-end
-
-
 local function dispatch(client, op, args, timeout)
     local phase = get_phase and get_phase()
     if YIELDABLE[phase] then
@@ -336,16 +344,16 @@ local function dispatch(client, op, args, timeout)
         if err ~= "closed" then
             -- No dispatcher: fail at once rather than block the event loop
             -- (or log once per call).
-            return nil, err
+            return flush_notices(nil, err)
         end
         -- The dispatcher has ended in an exiting worker, but a request it
         -- accepted earlier still calls: block briefly, as long as the
         -- runtime is there (else this answers "closed").
     end
     if phase == "init" then
-        return client:call_once(op, args, timeout)
+        return flush_notices(client:call_once(op, args, timeout))
     end
-    return client:call(op, args, timeout)
+    return flush_notices(client:call(op, args, timeout))
 end
 
 
@@ -353,9 +361,7 @@ end
 -- seconds. Returns the reply table, or nil and an error string, plus
 -- `true` as a third value when the arguments were unusable (the façade
 -- raises those).
-function _M.call(client, op, args, timeout)
-    return flush_notices(dispatch(client, op, args, timeout))
-end
+_M.call = dispatch
 
 
 -- Figures about this worker's hand-off, merged with the runtime's.

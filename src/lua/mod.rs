@@ -282,18 +282,31 @@ fn client(lua: &Lua, cfg: Table) -> LuaResult<MultiValue> {
 }
 
 /// `core.drain(t)`: fills `t` with `id, res|false, err|false` triplets for
-/// every finished call and returns how many there were. Reusing one table
-/// keeps an empty drain allocation-free.
-fn drain(lua: &Lua, t: Table) -> LuaResult<usize> {
-    let Some(w) = worker::existing() else {
-        return Ok(0);
-    };
+/// every finished call and returns how many there were, and the queued
+/// notices (or nil): the dispatcher logs them, so a call does not ask for
+/// them itself. Reusing one table keeps an empty drain allocation-free.
+fn drain(lua: &Lua, t: Table) -> LuaResult<(usize, Option<Table>)> {
     let mut done: Vec<convert::Outcome> = Vec::new();
-    w.drain(|id, out| done.push((id, out)));
-    if done.is_empty() {
-        return Ok(0);
+    if let Some(w) = worker::existing() {
+        w.drain(|id, out| done.push((id, out)));
     }
-    convert::outcomes(lua, &t, &done)
+    // Taken after the drain: a call's notice is queued before its result,
+    // so it is logged before its waiter wakes.
+    let notices = notices(lua)?;
+    if done.is_empty() {
+        return Ok((0, notices));
+    }
+    Ok((convert::outcomes(lua, &t, &done)?, notices))
+}
+
+/// The queued notices as a sequence, or nil when there are none (one
+/// atomic load).
+fn notices(lua: &Lua) -> LuaResult<Option<Table>> {
+    let list = crate::notice::take();
+    if list.is_empty() {
+        return Ok(None);
+    }
+    lua.create_sequence_from(list).map(Some)
 }
 
 /// `core.doorbell()`: path of a fresh wake-up socket for the dispatcher.
@@ -334,16 +347,7 @@ pub fn exports(lua: &Lua) -> LuaResult<Table> {
     t.set("drain", lua.create_function(drain)?)?;
     t.set("doorbell", lua.create_function(doorbell)?)?;
     t.set("stats", lua.create_function(stats)?)?;
-    t.set(
-        "notices",
-        lua.create_function(|lua, ()| {
-            let list = crate::notice::take();
-            if list.is_empty() {
-                return Ok(None);
-            }
-            lua.create_sequence_from(list).map(Some)
-        })?,
-    )?;
+    t.set("notices", lua.create_function(|lua, ()| notices(lua))?)?;
     t.set(
         "begin_exit",
         lua.create_function(|_, ()| {
