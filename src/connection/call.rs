@@ -196,4 +196,17 @@ mod tests {
             "etcdserver: leader changed"
         )));
     }
+
+    #[test]
+    fn a_failed_connect_as_hyper_words_it_counts_as_never_sent() {
+        type BoxError = Box<dyn std::error::Error + Send + Sync>;
+        let connect = |text: &str| tonic::Status::from_error(BoxError::from(text.to_string()));
+        assert!(never_sent(&connect(
+            "tcp connect error: Connection refused (os error 111)"
+        )));
+        assert!(never_sent(&connect(
+            "error trying to connect: deadline has elapsed"
+        )));
+        assert!(!never_sent(&connect("connection error: broken pipe")));
+    }
 }

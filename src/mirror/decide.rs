@@ -39,6 +39,10 @@ pub struct Track {
     /// Whether the copy must be (re)loaded before anything else.
     stale: bool,
     loads: u64,
+    /// The member `revision` was learned from (`header.member_id`): a new
+    /// watcher's first answer from it with a store behind the copy means
+    /// etcd went backwards (the hub checks, given this as its hint).
+    member: u64,
     /// A response taken while batching that belongs to the next delta.
     held: Option<PbWatchResponse>,
 }
@@ -49,6 +53,7 @@ impl Default for Track {
             revision: 0,
             stale: true,
             loads: 0,
+            member: 0,
             held: None,
         }
     }
@@ -73,15 +78,21 @@ impl Track {
         self.revision + 1
     }
 
+    /// The member the copy's revision came from (0: unknown).
+    pub fn member(&self) -> u64 {
+        self.member
+    }
+
     /// The response held back by the last batch, to be handled first.
     pub fn take_held(&mut self) -> Option<PbWatchResponse> {
         self.held.take()
     }
 
-    /// A load answered with `kvs` at `revision`: the delta that replaces
-    /// the copy (a resync unless it is the first load).
-    pub fn loaded(&mut self, revision: i64, kvs: Vec<PbKeyValue>) -> Delta {
+    /// A load answered by `member` with `kvs` at `revision`: the delta
+    /// that replaces the copy (a resync unless it is the first load).
+    pub fn loaded(&mut self, revision: i64, member: u64, kvs: Vec<PbKeyValue>) -> Delta {
         self.revision = revision;
+        self.member = member;
         self.stale = false;
         self.held = None;
         let resync = self.loads > 0;
@@ -130,6 +141,7 @@ impl Track {
                 return Outcome::Skip;
             }
             self.revision = rev;
+            self.member = header_member(&resp);
             return Outcome::Deliver(Delta::Progress { revision: rev });
         }
         match self.batch(resp, more) {
@@ -148,6 +160,7 @@ impl Track {
     ) -> Option<Delta> {
         let mut events = Vec::new();
         let mut revision = self.revision;
+        let mut member = self.member;
         let mut next = Some(first);
         while let Some(resp) = next.take() {
             let plain = !resp.canceled && !resp.created;
@@ -155,10 +168,12 @@ impl Track {
                 self.held = Some(resp);
                 break;
             }
+            let before = revision;
             if resp.events.is_empty() {
                 // a progress notification behind the events: all seen
                 revision = revision.max(header_revision(&resp));
             }
+            let from = header_member(&resp);
             for ev in resp.events {
                 let rev = ev.kv.as_ref().map_or(0, |kv| kv.mod_revision);
                 // the watch starts after the copy's revision; never reapply
@@ -167,18 +182,27 @@ impl Track {
                     events.push(ev);
                 }
             }
+            if revision > before {
+                // the member the latest revision came from
+                member = from;
+            }
             next = more();
         }
         if revision <= self.revision {
             return None;
         }
         self.revision = revision;
+        self.member = member;
         Some(Delta::Events { revision, events })
     }
 }
 
 fn header_revision(resp: &PbWatchResponse) -> i64 {
     resp.header.as_ref().map_or(0, |h| h.revision)
+}
+
+fn header_member(resp: &PbWatchResponse) -> u64 {
+    resp.header.as_ref().map_or(0, |h| h.member_id)
 }
 
 fn compacted_text(resp: &PbWatchResponse) -> String {

@@ -108,10 +108,6 @@ impl Figures {
 struct State {
     watcher: Option<Watcher>,
     track: Track,
-    /// The member the copy's revision was last learned from (the load's
-    /// or an applied response's `header.member_id`): a new watcher's first
-    /// answer from it with a store behind the copy means etcd went back.
-    member: u64,
 }
 
 /// One mirrored prefix's loop.
@@ -185,7 +181,8 @@ impl Feed {
                 None => match st.watcher.as_ref() {
                     Some(w) => w.next().await,
                     None => {
-                        st.watcher = Some(self.watch_from(st.track.resume_from(), st.member));
+                        st.watcher =
+                            Some(self.watch_from(st.track.resume_from(), st.track.member()));
                         continue;
                     }
                 },
@@ -195,17 +192,13 @@ impl Feed {
                 Err(Error::Closed) => return Err(Error::Closed),
                 Err(e) => return Err(self.lost_watcher(st, e)),
             };
-            let member = resp.header.as_ref().map_or(0, |h| h.member_id);
             let watcher = st.watcher.as_ref();
             match st
                 .track
                 .on_response(resp, || watcher.and_then(Watcher::try_next))
             {
                 Outcome::Skip => {}
-                Outcome::Deliver(delta) => {
-                    st.member = member;
-                    return Ok(self.counted(delta));
-                }
+                Outcome::Deliver(delta) => return Ok(self.counted(delta)),
                 Outcome::Reload(why) => {
                     self.figures.resyncs.fetch_add(1, Ordering::Relaxed);
                     self.figures.record(&why);
@@ -241,9 +234,9 @@ impl Feed {
             }
         };
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
-        st.member = resp.header.as_ref().map_or(0, |h| h.member_id);
-        let delta = st.track.loaded(revision, resp.kvs);
-        st.watcher = Some(self.watch_from(st.track.resume_from(), st.member));
+        let member = resp.header.as_ref().map_or(0, |h| h.member_id);
+        let delta = st.track.loaded(revision, member, resp.kvs);
+        st.watcher = Some(self.watch_from(st.track.resume_from(), st.track.member()));
         Ok(delta)
     }
 

@@ -238,14 +238,21 @@ pub(super) fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Reques
         all.extend(resp.events);
         resp.events = all;
     }
-    if let Some(h) = resp.header.as_ref() {
-        w.member = h.member_id;
-    }
+    let (rev, member) = resp
+        .header
+        .as_ref()
+        .map_or((0, 0), |h| (h.revision, h.member_id));
     if let Some(last) = resp.events.last().and_then(|e| e.kv.as_ref()) {
+        // it served these events, so it holds everything delivered
+        w.member = member;
         w.next_rev = last.mod_revision + 1;
     } else if !resp.canceled {
-        // A progress notification: everything up to here was seen.
-        let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+        // A progress notification: everything up to here was seen. Only a
+        // member at least as far as the watcher is remembered (etcd sends
+        // progress from a lagging one too).
+        if rev + 1 >= w.next_rev {
+            w.member = member;
+        }
         w.next_rev = w.next_rev.max(rev + 1);
     }
     let (canceled, watch_id) = (resp.canceled, resp.watch_id);
@@ -315,14 +322,16 @@ fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
         let current = resp.header.as_ref().map_or(0, |h| h.revision);
         let member = resp.header.as_ref().map_or(0, |h| h.member_id);
         // etcd waits for a start revision still ahead of a lagging member,
-        // so only the member that served the watcher can have gone back; a
-        // first answer is checked only against the member the caller's
-        // start revision came from.
+        // so only a member known to have held what the watcher delivered
+        // (or, before anything was, the one the caller's start revision came
+        // from) can have gone back. A member still behind is not
+        // remembered: it is a follower catching up, or a revision to come.
         let known = w.member != 0;
-        let same_member = !known || member == w.member;
-        let checked = !first || known;
-        let went_back = checked && !resp.canceled && same_member && current + 1 < w.next_rev;
-        w.member = member;
+        let behind = current + 1 < w.next_rev;
+        let went_back = known && member == w.member && behind && !resp.canceled;
+        if !behind {
+            w.member = member;
+        }
         if went_back {
             // The store is behind what this watcher already delivered: etcd
             // was wiped or restored. Report it like a compaction, so the

@@ -6,9 +6,9 @@
 It listens on a free loopback port and writes it to BASE.port. Bytes pass
 both ways until the file BASE.arm appears. From then on, once MIN_BYTES
 have come from the client (a large request, not an HTTP/2 ping), the
-answer direction is dropped, the request keeps flowing to etcd for 0.5 s
-(so etcd receives and applies all of it), and then the client connection
-is reset: a write that reached etcd and whose reply never came back.
+answer direction is dropped, the request keeps flowing to etcd for 1.5 s
+(so etcd receives all of it and proposes it), and then the client
+connection is reset: a write that reached etcd and whose reply never came back.
 BASE.cut is written and BASE.arm removed. The proxy exits after
 LIFETIME_S seconds whatever happens, so a dead test leaves nothing behind.
 """
@@ -32,6 +32,11 @@ def pump(src, dst, state, count_up, base, min_bytes):
                 state["seen"] += len(data)
                 if state["seen"] >= min_bytes:
                     state["cut"] = True
+                    # disarmed at once: no other connection is cut
+                    try:
+                        os.remove(base + ".arm")
+                    except OSError:
+                        pass
                     dst.sendall(data)
                     threading.Thread(target=cut, args=(src, dst, state, base),
                                      daemon=True).start()
@@ -53,7 +58,7 @@ def pump(src, dst, state, count_up, base, min_bytes):
 
 
 def cut(client, upstream, state, base):
-    time.sleep(0.5)
+    time.sleep(1.5)
     with open(base + ".cut", "w") as f:
         f.write("cut\n")
     # SO_LINGER 0: the close sends a RST, as a dropped connection looks;
@@ -65,10 +70,6 @@ def cut(client, upstream, state, base):
             s.shutdown(socket.SHUT_RD)
         except OSError:
             pass
-    try:
-        os.remove(base + ".arm")
-    except OSError:
-        pass
 
 
 def serve(client, target, base, min_bytes):
@@ -87,6 +88,9 @@ def serve(client, target, base, min_bytes):
 def main():
     base, target, min_bytes, lifetime = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     host, port = target.rsplit(":", 1)
+    # started from an nginx worker: its listening sockets must not stay
+    # open here (the next test's nginx could not bind them)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))

@@ -133,44 +133,48 @@ function _M.wait_closed(pid, port, lport, limit)
 end
 
 
--- SIGSTOPs process `pid` (or every pid of the list `pid`) and returns once
--- it is stopped: SIGSTOP takes effect thread by thread, and a Go thread
--- still running can answer a request or two after kill returns, so this
--- waits (up to 1 s) until every thread of every process is stopped.
-function _M.stop(pid)
-    local pids = type(pid) == "table" and pid or { pid }
-    for _, p in ipairs(pids) do
-        os.execute("kill -STOP " .. tostring(p))
-    end
-    for _, p in ipairs(pids) do
-        os.execute("for i in $(seq 100); do grep -qv '^[^)]*) [tT]' /proc/" .. tostring(p)
-                   .. "/task/*/stat 2>/dev/null || break; sleep 0.01; done")
-    end
-end
-
-
--- Runs `fn` while process `pid` (or every pid of the list `pid`) is
--- frozen (SIGSTOP) and thaws it after, also when `fn` raises (then it says
--- `failed: <error>`); a watchdog thaws it after `limit` seconds even if the
--- test dies first (the etcd serves later blocks). Returns what pcall
--- returns.
-function _M.frozen(pid, limit, fn)
+-- The pids of `pid` (one pid or a list), as one string for kill.
+local function pid_list(pid)
     local pids = type(pid) == "table" and pid or { pid }
     local all = {}
     for i, p in ipairs(pids) do
         all[i] = tostring(p)
     end
-    all = table.concat(all, " ")
+    return pids, table.concat(all, " ")
+end
+
+
+-- SIGSTOPs process `pid` (or every pid of the list `pid`) and returns once
+-- it is stopped: SIGSTOP takes effect thread by thread, and a Go thread
+-- still running can answer a request or two after kill returns, so this
+-- waits (up to 1 s) until every thread of every process is stopped. A
+-- watchdog thaws them after `limit` seconds (default 30) even if the test
+-- dies first (the etcd serves later blocks); returns the watchdog's pid.
+function _M.stop(pid, limit)
+    local pids, all = pid_list(pid)
     -- the watchdog closes the fds it inherits from nginx first: a listening
     -- socket held by it would keep the next test's nginx from binding
     local f = io_popen("setsid perl -MPOSIX -e 'POSIX::close($_) for 3 .. 4095;"
-                       .. " sleep " .. tostring(limit) .. "; kill CONT => qw(" .. all .. ")"
+                       .. " sleep " .. tostring(limit or 30) .. "; kill CONT => qw(" .. all .. ")"
                        .. "' </dev/null >/dev/null 2>&1 & echo $!")
     local watchdog = tonumber(f:read("*a"))
     f:close()
-    _M.stop(pids)
+    os.execute("kill -STOP " .. all)
+    for _, p in ipairs(pids) do
+        os.execute("for i in $(seq 100); do grep -qv '^[^)]*) [tT]' /proc/" .. tostring(p)
+                   .. "/task/*/stat 2>/dev/null || break; sleep 0.01; done")
+    end
+    return watchdog
+end
+
+
+-- Runs `fn` while process `pid` (or every pid of the list `pid`) is
+-- frozen (see stop) and thaws it after, also when `fn` raises (then it says
+-- `failed: <error>`). Returns what pcall returns.
+function _M.frozen(pid, limit, fn)
+    local watchdog = _M.stop(pid, limit)
     local res = { pcall(fn) }
-    os.execute("kill -CONT " .. all)
+    os.execute("kill -CONT " .. select(2, pid_list(pid)))
     if watchdog then
         os.execute("kill " .. tostring(watchdog) .. " 2>/dev/null")
     end

@@ -211,6 +211,7 @@ function _M.internal(err)
     end
 end
 
+
 -- A fresh count for drive().
 function _M.tally()
     return { raised = 0, returned = 0, leaks = 0, slow = 0, shown = 0 }

@@ -77,7 +77,7 @@ fn canceled(compact_revision: i64, reason: &str) -> PbWatchResponse {
 /// A track whose copy was loaded at `rev`.
 fn loaded_at(rev: i64) -> Track {
     let mut t = Track::default();
-    t.loaded(rev, Vec::new());
+    t.loaded(rev, MEMBER_A, Vec::new());
     t
 }
 
@@ -134,11 +134,11 @@ fn is_skip(out: &Outcome) -> bool {
 fn the_first_step_is_a_load_and_only_later_loads_are_resyncs() {
     let mut t = Track::default();
     assert!(t.needs_load());
-    assert_eq!(reset_of(&t.loaded(10, Vec::new())), (10, false));
+    assert_eq!(reset_of(&t.loaded(10, MEMBER_A, Vec::new())), (10, false));
     assert!(!t.needs_load());
     assert_eq!((t.revision(), t.resume_from()), (10, 11));
     assert!(matches!(one(&mut t, canceled(20, "")), Outcome::Reload(_)));
-    assert_eq!(reset_of(&t.loaded(25, Vec::new())), (25, true));
+    assert_eq!(reset_of(&t.loaded(25, MEMBER_A, Vec::new())), (25, true));
 }
 
 #[test]
@@ -199,7 +199,7 @@ fn a_compaction_past_the_copy_means_one_reload() {
     };
     assert_eq!(why, "compacted: revision 20 is gone, reloaded");
     assert!(t.needs_load());
-    assert_eq!(reset_of(&t.loaded(30, Vec::new())), (30, true));
+    assert_eq!(reset_of(&t.loaded(30, MEMBER_A, Vec::new())), (30, true));
     assert!(!t.needs_load(), "a second reload after one compaction");
     assert_eq!(t.resume_from(), 31);
 }
@@ -226,7 +226,7 @@ fn a_store_gone_backwards_on_its_member_means_one_reload_to_the_lower_revision()
     };
     assert!(why.starts_with("etcd revision went backwards"), "{why}");
     assert!(t.needs_load());
-    assert_eq!(reset_of(&t.loaded(3, Vec::new())), (3, true));
+    assert_eq!(reset_of(&t.loaded(3, MEMBER_A, Vec::new())), (3, true));
     // the copy follows the restored store from there
     assert_eq!(applied(one(&mut t, events(vec![put("/a", 4)]))).0, 4);
 }
@@ -306,7 +306,7 @@ fn a_load_drops_what_the_old_watcher_held() {
     applied(out);
     // the load is the store as of its revision: nothing from before it
     // may be applied on top
-    t.loaded(40, Vec::new());
+    t.loaded(40, MEMBER_A, Vec::new());
     assert!(t.take_held().is_none(), "a held response outlived the load");
 }
 
@@ -332,4 +332,38 @@ fn a_batch_stops_at_max_batch_events() {
             .collect(),
     );
     assert_eq!(applied(one(&mut t, huge)).1.len(), MAX_BATCH + 5);
+}
+
+#[test]
+fn the_member_is_the_one_the_latest_revision_came_from() {
+    let from = |member: u64, evs: Vec<PbEvent>| {
+        let mut r = events(evs);
+        r.header = r.header.map(|h| PbResponseHeader {
+            member_id: member,
+            ..h
+        });
+        r
+    };
+    let mut t = Track::default();
+    t.loaded(10, MEMBER_A, Vec::new());
+    assert_eq!(t.member(), MEMBER_A);
+    // a lagging member's answers move nothing, so they name no member
+    assert!(is_skip(&one(&mut t, created(8, MEMBER_B))));
+    assert!(is_skip(&one(&mut t, progress(9, MEMBER_B))));
+    assert_eq!(t.member(), MEMBER_A);
+    // a batch served partly by each: the last revision's member counts
+    let rest = vec![from(MEMBER_B, vec![put("/b", 13)])];
+    let (out, _) = with_buffered(&mut t, from(MEMBER_A, vec![put("/a", 11)]), rest);
+    assert_eq!(applied(out).0, 13);
+    assert_eq!(t.member(), MEMBER_B);
+    // ... and a response of revisions already applied names none
+    let rest = vec![from(MEMBER_B, vec![put("/b", 12)])];
+    let (out, _) = with_buffered(&mut t, from(MEMBER_A, vec![put("/a", 14)]), rest);
+    assert_eq!(applied(out).0, 14);
+    assert_eq!(t.member(), MEMBER_A);
+    assert!(matches!(
+        one(&mut t, progress(20, MEMBER_B)),
+        Outcome::Deliver(Delta::Progress { revision: 20 })
+    ));
+    assert_eq!(t.member(), MEMBER_B);
 }

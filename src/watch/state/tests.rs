@@ -187,3 +187,19 @@ fn a_first_answer_behind_the_start_elsewhere_or_unhinted_keeps_watching() {
         assert_eq!(st.by_etcd.get(&7), Some(&1));
     }
 }
+
+#[test]
+fn a_lagging_member_is_not_remembered_as_the_one_that_served() {
+    // created on lagging 0xb (hint 0xa): 0xb is not adopted, so when the
+    // stream is recreated on 0xb, still behind, it is no "went backwards"
+    let (mut st, mut rx, _, _, req_tx) = started_from(0xa);
+    on_response(&mut st, recreated(7, 3, 0xb), &req_tx);
+    assert!(rx.try_recv().unwrap().created);
+    st.new_stream();
+    on_response(&mut st, recreated(8, 3, 0xb), &req_tx);
+    assert!(
+        rx.try_recv().is_err(),
+        "a lagging follower ended the watcher"
+    );
+    assert_eq!(st.by_etcd.get(&8), Some(&1));
+}
