@@ -143,6 +143,9 @@ impl Hub {
             auth: conn
                 .upgrade()
                 .is_some_and(|c| c.config().credentials.is_some()),
+            cluster: conn
+                .upgrade()
+                .is_some_and(|c| c.config().endpoints.len() > 1),
             ..State::default()
         });
         let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));

@@ -38,6 +38,10 @@ pub(super) struct Live {
     /// behind `next_rev` means "went backwards" only on that member; on
     /// another one, after a failover, it is a follower catching up.
     member: u64,
+    /// The highest raft term among those answers: in a cluster, the same
+    /// member behind with a term as high is a restarted member catching
+    /// up; a lower term is a new history (a cluster restored from backup).
+    term: u64,
 }
 
 /// How much of a fragmented response is merged before the watcher is
@@ -68,6 +72,9 @@ pub(super) struct State {
     pub(super) merge: MergeLimit,
     /// Whether the stream carries a `user`/`password` token.
     pub(super) auth: bool,
+    /// Whether the connection has several members (so one that is behind
+    /// may be catching up; see `Live::term`).
+    pub(super) cluster: bool,
     /// Set when a create was refused for the token: the hub drops the token
     /// and reopens the stream (etcd's reason).
     pub(super) reauth: Option<String>,
@@ -154,6 +161,7 @@ fn add(
             merged_bytes: 0,
             reauthed: false,
             member: spec.member,
+            term: 0,
             spec,
         },
     );
@@ -238,13 +246,14 @@ pub(super) fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Reques
         all.extend(resp.events);
         resp.events = all;
     }
-    let (rev, member) = resp
+    let (rev, member, term) = resp
         .header
         .as_ref()
-        .map_or((0, 0), |h| (h.revision, h.member_id));
+        .map_or((0, 0, 0), |h| (h.revision, h.member_id, h.raft_term));
     if let Some(last) = resp.events.last().and_then(|e| e.kv.as_ref()) {
         // it served these events, so it holds everything delivered
         w.member = member;
+        w.term = w.term.max(term);
         w.next_rev = last.mod_revision + 1;
     } else if !resp.canceled {
         // A progress notification: everything up to here was seen. Only a
@@ -252,6 +261,7 @@ pub(super) fn on_response(st: &mut State, resp: PbWatchResponse, req_tx: &Reques
         // progress from a lagging one too).
         if rev + 1 >= w.next_rev {
             w.member = member;
+            w.term = w.term.max(term);
         }
         w.next_rev = w.next_rev.max(rev + 1);
     }
@@ -319,18 +329,24 @@ fn on_created(st: &mut State, resp: PbWatchResponse, req_tx: &Requests) {
         let first = !w.acked;
         w.acked = true;
         let mut resp = resp;
-        let current = resp.header.as_ref().map_or(0, |h| h.revision);
-        let member = resp.header.as_ref().map_or(0, |h| h.member_id);
+        let (current, member, term) = resp
+            .header
+            .as_ref()
+            .map_or((0, 0, 0), |h| (h.revision, h.member_id, h.raft_term));
         // etcd waits for a start revision still ahead of a lagging member,
         // so only a member known to have held what the watcher delivered
         // (or, before anything was, the one the caller's start revision came
-        // from) can have gone back. A member still behind is not
-        // remembered: it is a follower catching up, or a revision to come.
+        // from) can have gone back, and in a cluster only with a lower raft
+        // term (a restarted member catches up under the cluster's term). A
+        // member still behind is not remembered: it is a follower catching
+        // up, or a revision to come.
         let known = w.member != 0;
         let behind = current + 1 < w.next_rev;
-        let went_back = known && member == w.member && behind && !resp.canceled;
+        let new_history = !st.cluster || term < w.term;
+        let went_back = known && member == w.member && behind && new_history && !resp.canceled;
         if !behind {
             w.member = member;
+            w.term = w.term.max(term);
         }
         if went_back {
             // The store is behind what this watcher already delivered: etcd

@@ -1,6 +1,7 @@
 //! The hub's bookkeeping without a stream: fragment merging and its bound.
 
 use super::*;
+use crate::pb::etcdserverpb::ResponseHeader as PbResponseHeader;
 use crate::pb::mvccpb::{Event, KeyValue};
 
 fn created(watch_id: i64) -> PbWatchResponse {
@@ -202,4 +203,59 @@ fn a_lagging_member_is_not_remembered_as_the_one_that_served() {
         "a lagging follower ended the watcher"
     );
     assert_eq!(st.by_etcd.get(&8), Some(&1));
+}
+
+/// `delivered_then_broken`, on a connection of several members, the
+/// delivered answer at raft term 5.
+fn delivered_then_broken_in_a_cluster() -> Fixture {
+    let (mut st, mut rx, ended, req_rx, req_tx) = one_watcher(MergeLimit::default());
+    st.cluster = true;
+    let _ = rx.try_recv();
+    let mut resp = fragment(7, 1, false);
+    resp.header = recreated(7, 20, 0xa)
+        .header
+        .map(|h| PbResponseHeader { raft_term: 5, ..h });
+    if let Some(kv) = resp.events[0].kv.as_mut() {
+        kv.mod_revision = 20;
+    }
+    on_response(&mut st, resp, &req_tx);
+    assert_eq!(rx.try_recv().unwrap().events.len(), 1);
+    st.new_stream();
+    (st, rx, ended, req_rx, req_tx)
+}
+
+/// A created answer from `member` at store `revision` and raft `term`.
+fn recreated_at_term(watch_id: i64, revision: i64, member: u64, term: u64) -> PbWatchResponse {
+    let mut resp = recreated(watch_id, revision, member);
+    resp.header = resp.header.map(|h| PbResponseHeader {
+        raft_term: term,
+        ..h
+    });
+    resp
+}
+
+#[test]
+fn in_a_cluster_the_same_member_behind_under_the_same_term_is_catching_up() {
+    // the member that served the watcher was restarted and missed writes:
+    // etcd waits for the start revision while it catches up
+    let (mut st, mut rx, _, _, req_tx) = delivered_then_broken_in_a_cluster();
+    on_response(&mut st, recreated_at_term(8, 12, 0xa, 6), &req_tx);
+    assert!(
+        rx.try_recv().is_err(),
+        "a restarted member ended the watcher"
+    );
+    assert_eq!(st.by_etcd.get(&8), Some(&1));
+}
+
+#[test]
+fn in_a_cluster_the_same_member_behind_under_a_lower_term_went_backwards() {
+    // a cluster restored from backup starts a new raft history
+    let (mut st, mut rx, _, _, req_tx) = delivered_then_broken_in_a_cluster();
+    on_response(&mut st, recreated_at_term(8, 3, 0xa, 2), &req_tx);
+    let got = rx.try_recv().expect("no cancel for a store that went back");
+    assert!(
+        got.canceled && got.cancel_reason.contains("went backwards"),
+        "{got:?}"
+    );
+    assert!(st.live.is_empty());
 }
