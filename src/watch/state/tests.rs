@@ -111,13 +111,15 @@ fn recreated(watch_id: i64, revision: i64, member: u64) -> PbWatchResponse {
     }
 }
 
-/// One watcher that delivered up to revision 20 from member 0xa, then saw
-/// its stream break; the create for the new stream is in flight.
-fn delivered_then_broken() -> Fixture {
+/// One watcher that delivered up to revision 20 from member 0xa at raft
+/// `term`, then saw its stream break; the create for the new stream is in
+/// flight. `cluster`: the connection has several members.
+fn delivered_then_broken_on(cluster: bool, term: u64) -> Fixture {
     let (mut st, mut rx, ended, req_rx, req_tx) = one_watcher(MergeLimit::default());
+    st.cluster = cluster;
     let _ = rx.try_recv();
     let mut resp = fragment(7, 1, false);
-    resp.header = recreated(7, 20, 0xa).header;
+    resp.header = recreated_at_term(7, 20, 0xa, term).header;
     if let Some(kv) = resp.events[0].kv.as_mut() {
         kv.mod_revision = 20;
     }
@@ -127,14 +129,25 @@ fn delivered_then_broken() -> Fixture {
     (st, rx, ended, req_rx, req_tx)
 }
 
+/// `delivered_then_broken_on` a single endpoint.
+fn delivered_then_broken() -> Fixture {
+    delivered_then_broken_on(false, 0)
+}
+
+/// Asserts the watcher got the hub's "went backwards" cancel (reported
+/// like a compaction at `revision`) and is gone.
+fn assert_went_back(st: &State, rx: &mut mpsc::Receiver<PbWatchResponse>, revision: i64) {
+    let got = rx.try_recv().expect("no cancel for a store that went back");
+    assert!(got.canceled && got.compact_revision == revision, "{got:?}");
+    assert!(got.cancel_reason.contains("went backwards"), "{got:?}");
+    assert!(st.live.is_empty());
+}
+
 #[test]
 fn a_store_behind_the_watcher_on_its_own_member_went_backwards() {
     let (mut st, mut rx, _, _, req_tx) = delivered_then_broken();
     on_response(&mut st, recreated(8, 3, 0xa), &req_tx);
-    let got = rx.try_recv().expect("no cancel for a store that went back");
-    assert!(got.canceled && got.compact_revision == 3, "{got:?}");
-    assert!(got.cancel_reason.contains("went backwards"), "{got:?}");
-    assert!(st.live.is_empty());
+    assert_went_back(&st, &mut rx, 3);
 }
 
 #[test]
@@ -170,10 +183,7 @@ fn started_from(member: u64) -> Fixture {
 fn a_first_answer_behind_the_start_on_the_member_it_came_from_went_backwards() {
     let (mut st, mut rx, _, _, req_tx) = started_from(0xa);
     on_response(&mut st, recreated(7, 3, 0xa), &req_tx);
-    let got = rx.try_recv().expect("no cancel for a store that went back");
-    assert!(got.canceled && got.compact_revision == 3, "{got:?}");
-    assert!(got.cancel_reason.contains("went backwards"), "{got:?}");
-    assert!(st.live.is_empty());
+    assert_went_back(&st, &mut rx, 3);
 }
 
 #[test]
@@ -205,25 +215,6 @@ fn a_lagging_member_is_not_remembered_as_the_one_that_served() {
     assert_eq!(st.by_etcd.get(&8), Some(&1));
 }
 
-/// `delivered_then_broken`, on a connection of several members, the
-/// delivered answer at raft term 5.
-fn delivered_then_broken_in_a_cluster() -> Fixture {
-    let (mut st, mut rx, ended, req_rx, req_tx) = one_watcher(MergeLimit::default());
-    st.cluster = true;
-    let _ = rx.try_recv();
-    let mut resp = fragment(7, 1, false);
-    resp.header = recreated(7, 20, 0xa)
-        .header
-        .map(|h| PbResponseHeader { raft_term: 5, ..h });
-    if let Some(kv) = resp.events[0].kv.as_mut() {
-        kv.mod_revision = 20;
-    }
-    on_response(&mut st, resp, &req_tx);
-    assert_eq!(rx.try_recv().unwrap().events.len(), 1);
-    st.new_stream();
-    (st, rx, ended, req_rx, req_tx)
-}
-
 /// A created answer from `member` at store `revision` and raft `term`.
 fn recreated_at_term(watch_id: i64, revision: i64, member: u64, term: u64) -> PbWatchResponse {
     let mut resp = recreated(watch_id, revision, member);
@@ -238,7 +229,7 @@ fn recreated_at_term(watch_id: i64, revision: i64, member: u64, term: u64) -> Pb
 fn in_a_cluster_the_same_member_behind_under_the_same_term_is_catching_up() {
     // the member that served the watcher was restarted and missed writes:
     // etcd waits for the start revision while it catches up
-    let (mut st, mut rx, _, _, req_tx) = delivered_then_broken_in_a_cluster();
+    let (mut st, mut rx, _, _, req_tx) = delivered_then_broken_on(true, 5);
     on_response(&mut st, recreated_at_term(8, 12, 0xa, 6), &req_tx);
     assert!(
         rx.try_recv().is_err(),
@@ -250,12 +241,7 @@ fn in_a_cluster_the_same_member_behind_under_the_same_term_is_catching_up() {
 #[test]
 fn in_a_cluster_the_same_member_behind_under_a_lower_term_went_backwards() {
     // a cluster restored from backup starts a new raft history
-    let (mut st, mut rx, _, _, req_tx) = delivered_then_broken_in_a_cluster();
+    let (mut st, mut rx, _, _, req_tx) = delivered_then_broken_on(true, 5);
     on_response(&mut st, recreated_at_term(8, 3, 0xa, 2), &req_tx);
-    let got = rx.try_recv().expect("no cancel for a store that went back");
-    assert!(
-        got.canceled && got.cancel_reason.contains("went backwards"),
-        "{got:?}"
-    );
-    assert!(st.live.is_empty());
+    assert_went_back(&st, &mut rx, 3);
 }
