@@ -21,14 +21,24 @@ use crate::error::Error;
 use crate::shape::Reply;
 use crate::sink::Sink;
 
+use super::strings::{self, Pusher, Strings};
+
 /// A finished call as `drain` hands it to Lua.
 pub type Outcome = (u64, Result<Reply, Error>);
 
 /// One reply as a Lua table (lua-resty-http's response shape).
 pub fn reply(lua: &Lua, r: &Reply) -> LuaResult<Table> {
-    // SAFETY: push_reply leaves exactly one value (the table) on the stack
-    // and owns nothing that a Lua error could leak.
-    unsafe { lua.exec_raw((), |state| push_reply(state, r)) }
+    strings::with(lua, |strings| {
+        // SAFETY: the cache's table is at index 1; push_reply leaves one
+        // value (the reply) above it, and owns nothing that a Lua error
+        // could leak. Removing the table leaves the reply.
+        unsafe {
+            lua.exec_raw(strings.table().clone(), |state| {
+                push_reply(state, r, &mut strings.at(1));
+                ffi::lua_remove(state, 1);
+            })
+        }
+    })
 }
 
 /// Stores `outcomes` into `t` as `id, res|false, err|false` triplets from
@@ -39,29 +49,45 @@ pub fn outcomes(lua: &Lua, t: &Table, outcomes: &[Outcome]) -> LuaResult<usize> 
         .iter()
         .map(|(_, out)| out.as_ref().err().map(|e| e.to_string()))
         .collect();
-    // SAFETY: the closure reads `t` (argument 1) and borrowed values only,
-    // and restores the stack to that one argument.
-    unsafe {
-        lua.exec_raw::<()>(t, |state| {
-            for (i, ((id, out), err)) in outcomes.iter().zip(&errors).enumerate() {
-                let base = (i * 3) as ffi::lua_Integer;
-                ffi::lua_pushnumber(state, *id as ffi::lua_Number);
-                ffi::lua_rawseti(state, 1, base + 1);
-                match (out, err) {
-                    (Ok(r), _) => push_reply(state, r),
-                    _ => ffi::lua_pushboolean(state, 0),
-                }
-                ffi::lua_rawseti(state, 1, base + 2);
-                match err {
-                    Some(e) => push_bytes(state, e.as_bytes()),
-                    None => ffi::lua_pushboolean(state, 0),
-                }
-                ffi::lua_rawseti(state, 1, base + 3);
-            }
-            ffi::lua_settop(state, 0);
-        })?;
-    }
+    strings::with(lua, |strings| {
+        // SAFETY: the closure reads `t` (argument 1), the cache's table
+        // (argument 2) and borrowed values only, and empties the stack.
+        unsafe { fill(lua, t, strings, outcomes, &errors) }
+    })?;
     Ok(outcomes.len())
+}
+
+/// `outcomes` into `t`, in one protected call.
+///
+/// # Safety
+/// Nothing in `outcomes` may need dropping if a Lua error unwinds.
+unsafe fn fill(
+    lua: &Lua,
+    t: &Table,
+    strings: &mut Strings,
+    outcomes: &[Outcome],
+    errors: &[Option<String>],
+) -> LuaResult<()> {
+    let cache = strings.table().clone();
+    lua.exec_raw::<()>((t, cache), |state| {
+        let mut pusher = strings.at(2);
+        for (i, ((id, out), err)) in outcomes.iter().zip(errors).enumerate() {
+            let base = (i * 3) as ffi::lua_Integer;
+            ffi::lua_pushnumber(state, *id as ffi::lua_Number);
+            ffi::lua_rawseti(state, 1, base + 1);
+            match (out, err) {
+                (Ok(r), _) => push_reply(state, r, &mut pusher),
+                _ => ffi::lua_pushboolean(state, 0),
+            }
+            ffi::lua_rawseti(state, 1, base + 2);
+            match err {
+                Some(e) => push_bytes(state, e.as_bytes()),
+                None => ffi::lua_pushboolean(state, 0),
+            }
+            ffi::lua_rawseti(state, 1, base + 3);
+        }
+        ffi::lua_settop(state, 0);
+    })
 }
 
 unsafe fn push_bytes(state: *mut lua_State, b: &[u8]) {
@@ -69,8 +95,8 @@ unsafe fn push_bytes(state: *mut lua_State, b: &[u8]) {
 }
 
 /// `t[k] = <value on top>` for the table just below the top.
-unsafe fn set_field(state: *mut lua_State, k: &str) {
-    push_bytes(state, k.as_bytes());
+unsafe fn set_field(state: *mut lua_State, strings: &mut Pusher, k: &'static str) {
+    strings.name(state, k);
     ffi::lua_insert(state, -2);
     ffi::lua_rawset(state, -3);
 }
@@ -81,26 +107,25 @@ fn capacity(n: usize) -> c_int {
 
 /// Writes shaped values straight onto the Lua stack: the table cjson would
 /// have decoded from the gateway's JSON.
-struct LuaSink(*mut lua_State);
+struct LuaSink<'p, 'c>(*mut lua_State, &'p mut Pusher<'c>);
 
-impl LuaSink {
+impl<'p, 'c> LuaSink<'p, 'c> {
     /// # Safety
     /// Only inside a protected call on `state` (a push may raise on out of
     /// memory), with nothing on the stack the writes could disturb: each
-    /// value ends up one slot above where the stack was.
-    unsafe fn new(state: *mut lua_State) -> LuaSink {
-        LuaSink(state)
+    /// value ends up one slot above where the stack was. `strings` is the
+    /// string cache of this call.
+    unsafe fn new(state: *mut lua_State, strings: &'p mut Pusher<'c>) -> Self {
+        LuaSink(state, strings)
     }
 
     fn decimal(&mut self, negative: bool, n: u64) {
-        let mut buf = [0u8; 21];
-        let text = crate::sink::decimal(&mut buf, negative, n);
-        self.str(text);
+        unsafe { self.1.decimal(self.0, negative, n) }
     }
 
     fn table(&mut self, narr: usize, nrec: usize) {
         // SAFETY (all methods): `new`'s contract; every push has room
-        // because each map or list checks for two more slots per level.
+        // because each map or list checks for four more slots per level.
         unsafe {
             ffi::luaL_checkstack(self.0, 4, c"etcd_grpc: reply nested too deep".as_ptr());
             ffi::lua_createtable(self.0, capacity(narr), capacity(nrec));
@@ -108,7 +133,7 @@ impl LuaSink {
     }
 }
 
-impl Sink for LuaSink {
+impl Sink for LuaSink<'_, '_> {
     fn str(&mut self, b: &[u8]) {
         unsafe { push_bytes(self.0, b) }
     }
@@ -131,7 +156,7 @@ impl Sink for LuaSink {
         self.table(cap, 0);
     }
     fn field(&mut self, name: &'static str) {
-        unsafe { set_field(self.0, name) }
+        unsafe { set_field(self.0, self.1, name) }
     }
     fn item(&mut self, i: usize) {
         unsafe { ffi::lua_rawseti(self.0, -2, i as ffi::lua_Integer + 1) }
@@ -140,26 +165,25 @@ impl Sink for LuaSink {
 
 /// Pushes `status`, `reason`, `headers` (with `X-Etcd-Index` from
 /// `header.revision`), `has_body` and `body`.
-unsafe fn push_reply(state: *mut lua_State, r: &Reply) {
+unsafe fn push_reply(state: *mut lua_State, r: &Reply, strings: &mut Pusher) {
     ffi::luaL_checkstack(state, 6, c"etcd_grpc: no stack for a reply".as_ptr());
     ffi::lua_createtable(state, 0, 5);
     ffi::lua_pushnumber(state, ffi::lua_Number::from(r.status));
-    set_field(state, "status");
-    push_bytes(state, reason(r.status).as_bytes());
-    set_field(state, "reason");
+    set_field(state, strings, "status");
+    strings.name(state, reason(r.status));
+    set_field(state, strings, "reason");
     ffi::lua_createtable(state, 0, 2);
-    push_bytes(state, b"application/json");
-    set_field(state, "Content-Type");
-    let mut sink = LuaSink::new(state);
+    strings.name(state, "application/json");
+    set_field(state, strings, "Content-Type");
     if let Some(rev) = r.revision {
-        sink.int(rev);
-        set_field(state, "X-Etcd-Index");
+        strings.decimal(state, rev < 0, rev.unsigned_abs());
+        set_field(state, strings, "X-Etcd-Index");
     }
-    set_field(state, "headers");
+    set_field(state, strings, "headers");
     ffi::lua_pushboolean(state, 1);
-    set_field(state, "has_body");
-    r.body.write(&mut sink);
-    set_field(state, "body");
+    set_field(state, strings, "has_body");
+    r.body.write(&mut LuaSink::new(state, strings));
+    set_field(state, strings, "body");
 }
 
 fn reason(status: u16) -> &'static str {

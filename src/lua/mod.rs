@@ -6,6 +6,7 @@ mod args;
 mod convert;
 mod keeper;
 mod mirror;
+mod strings;
 mod txn;
 
 use std::cell::RefCell;
