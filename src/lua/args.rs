@@ -44,19 +44,41 @@ pub struct Fields {
 }
 
 impl Fields {
-    /// Reads `names` from `t` with `rawget`, in one protected call.
+    /// Reads `names` from `t`, in one protected call. The table is walked
+    /// with `lua_next` rather than asked for each name: a call sets two or
+    /// three of the ten fields an operation knows, and each `rawget` needs
+    /// its key string made (hashed and interned) first.
     pub fn read(lua: &Lua, t: &Table, names: &'static [&'static str]) -> Result<Fields> {
-        // SAFETY: the closure finds `t` at index 1, pushes one value per
-        // name (pushlstring and rawget raise only when out of memory, and
-        // nothing here needs dropping), then removes `t`: what is left are
-        // the values, converted by mlua after the protected call.
+        // SAFETY: the closure finds `t` at index 1 and pushes one nil per
+        // name (slots 2..=n+1), then walks `t`, moving the value of every
+        // string key in `names` into its slot; it only reads key strings
+        // (lua_tolstring on a string key does not convert it, so the walk
+        // stays valid). lua_next and the pushes raise only when out of
+        // memory, and nothing here needs dropping. Removing `t` leaves the
+        // values, converted by mlua after the protected call.
         let values = unsafe {
             lua.exec_raw::<MultiValue>(t, |state| {
-                for name in names {
-                    mlua::ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
-                    mlua::ffi::lua_rawget(state, 1);
+                use mlua::ffi;
+                let room = std::ffi::c_int::try_from(names.len() + 3).unwrap_or(i32::MAX);
+                ffi::luaL_checkstack(state, room, c"etcd_grpc: no stack for arguments".as_ptr());
+                for _ in names {
+                    ffi::lua_pushnil(state);
                 }
-                mlua::ffi::lua_remove(state, 1);
+                ffi::lua_pushnil(state);
+                while ffi::lua_next(state, 1) != 0 {
+                    let mut slot = None;
+                    if ffi::lua_type(state, -2) == ffi::LUA_TSTRING {
+                        let mut len = 0;
+                        let p = ffi::lua_tolstring(state, -2, &mut len);
+                        let key = std::slice::from_raw_parts(p.cast::<u8>(), len);
+                        slot = names.iter().position(|n| n.as_bytes() == key);
+                    }
+                    match slot {
+                        Some(i) => ffi::lua_replace(state, i as std::ffi::c_int + 2),
+                        None => ffi::lua_pop(state, 1),
+                    }
+                }
+                ffi::lua_remove(state, 1);
             })
         }
         .map_err(|e| bad(e.to_string()))?;
