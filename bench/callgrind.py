@@ -5,12 +5,15 @@
         [--ops get:256,set:256] [--n 3000] [--top 25]
 
 Each ROOT is a checkout (its lua/ is loaded), each LIB_DIR holds its
-libetcd_grpc_core.so. One etcd; per build a one-worker nginx run under
-`valgrind --tool=callgrind` with collection off; after a warm-up of the
-same workload, collection is switched on for exactly N calls of bench/run.py's
-KV workload and the counts are dumped. Prints instructions per call for
-the whole worker and per thread (the nginx thread, the runtime thread),
-and with --top the functions with the largest inclusive cost on each.
+libetcd_grpc_core.so. One etcd; per build and workload, two one-worker
+nginx runs under `valgrind --tool=callgrind --separate-threads=yes`: a
+warm-up and N calls of bench/run.py's KV workload, then the same with N
+calls more. The difference of the worker's totals over N is the cost per
+call, without start-up, warm-up and exit; it is printed for the whole
+worker and per thread (t1 the nginx thread, t2 the runtime thread), and
+with --top the functions with the largest inclusive cost on each thread
+of the longer run. (callgrind_control cannot reach nginx's forked
+workers here, so collection is not switched on and off.)
 
 Instruction counts do not depend on the machine's load, so two builds can
 be compared on a busy machine where ops/s and CPU time cannot
