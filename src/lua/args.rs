@@ -37,7 +37,7 @@ impl Get for Table {
 /// The fields an operation reads, taken out of its argument table in one
 /// protected call. Through mlua every `raw_get` makes its key string in a
 /// protected call of its own (a `lua_pcall` each, in module mode): for a
-/// `range` those ten calls were a quarter of all instructions per call.
+/// `range` those nine calls were a quarter of all instructions per call.
 pub struct Fields {
     names: &'static [&'static str],
     values: Vec<LuaValue>,
@@ -46,7 +46,7 @@ pub struct Fields {
 impl Fields {
     /// Reads `names` from `t`, in one protected call. The table is walked
     /// with `lua_next` rather than asked for each name: a call sets two or
-    /// three of the ten fields an operation knows, and each `rawget` needs
+    /// three of the up to nine fields an operation knows, and each `rawget` needs
     /// its key string made (hashed and interned) first.
     pub fn read(lua: &Lua, t: &Table, names: &'static [&'static str]) -> Result<Fields> {
         // SAFETY: the closure finds `t` at index 1 and pushes one nil per
@@ -54,7 +54,7 @@ impl Fields {
         // string key in `names` into its slot; it only reads key strings
         // (lua_tolstring on a string key does not convert it, so the walk
         // stays valid). lua_next and the pushes raise only when out of
-        // memory, and nothing here needs dropping. Removing `t` leaves the
+        // memory (luaL_checkstack also when the stack cannot grow), and nothing here needs dropping. Removing `t` leaves the
         // values, converted by mlua after the protected call.
         let values = unsafe {
             lua.exec_raw::<MultiValue>(t, |state| {

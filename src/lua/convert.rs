@@ -33,8 +33,8 @@ pub fn reply(lua: &Lua, r: &Reply) -> LuaResult<Table> {
         // value (the reply) above it, and owns nothing that a Lua error
         // could leak. Removing the table leaves the reply.
         unsafe {
-            lua.exec_raw(strings.table().clone(), |state| {
-                push_reply(state, r, &mut strings.at(1));
+            lua.exec_raw(strings::arg(&strings), |state| {
+                push_reply(state, r, &mut Pusher::new(strings, 1));
                 ffi::lua_remove(state, 1);
             })
         }
@@ -64,13 +64,13 @@ pub fn outcomes(lua: &Lua, t: &Table, outcomes: &[Outcome]) -> LuaResult<usize> 
 unsafe fn fill(
     lua: &Lua,
     t: &Table,
-    strings: &mut Strings,
+    strings: Option<&mut Strings>,
     outcomes: &[Outcome],
     errors: &[Option<String>],
 ) -> LuaResult<()> {
-    let cache = strings.table().clone();
+    let cache = strings::arg(&strings);
     lua.exec_raw::<()>((t, cache), |state| {
-        let mut pusher = strings.at(2);
+        let mut pusher = Pusher::new(strings, 2);
         for (i, ((id, out), err)) in outcomes.iter().zip(errors).enumerate() {
             let base = (i * 3) as ffi::lua_Integer;
             ffi::lua_pushnumber(state, *id as ffi::lua_Number);

@@ -1,6 +1,6 @@
-//! The Lua strings replies and argument reads use over and over (field
-//! names, and the int64 decimals of a reply's header), kept in one Lua
-//! table per Lua state so that a push is one array read.
+//! The Lua strings replies use over and over (field names, and the int64
+//! decimals of a reply's header), kept in one Lua table per Lua state so
+//! that a push is one array read.
 //!
 //! Making a string is the dearest step of a Lua store through the C API:
 //! `lua_pushlstring` hashes the bytes and looks them up in the intern
@@ -16,7 +16,9 @@
 use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
-use mlua::{Lua, Result as LuaResult, Table};
+use std::cell::RefCell;
+
+use mlua::{Lua, Result as LuaResult, Table, Value};
 
 /// Slots for field names and for numbers (powers of two).
 const NAMES: usize = 1024;
@@ -36,52 +38,54 @@ pub struct Strings {
     numbers: [Option<(u64, bool)>; NUMBERS],
 }
 
-/// The cache of `lua`'s state, made on first use; `f` gets it with the
-/// table to pass into a protected call.
-pub fn with<R>(lua: &Lua, f: impl FnOnce(&mut Strings) -> LuaResult<R>) -> LuaResult<R> {
-    if lua.app_data_ref::<std::cell::RefCell<Strings>>().is_none() {
+/// The cache of `lua`'s state, made on first use, for `f`; `None` when it
+/// is in use already: LuaJIT may run a finalizer (`__gc`) in a garbage
+/// collection step inside a reply's protected call, and one that made a
+/// reply itself would find the cache borrowed. That reply is then built
+/// without it. (The app data stays borrowed while `f` runs: nothing may
+/// call `set_app_data` meanwhile.)
+pub fn with<R>(lua: &Lua, f: impl FnOnce(Option<&mut Strings>) -> LuaResult<R>) -> LuaResult<R> {
+    if lua.app_data_ref::<RefCell<Strings>>().is_none() {
         let table = lua.create_table_with_capacity(NAMES + NUMBERS, 0)?;
-        lua.set_app_data(std::cell::RefCell::new(Strings {
+        lua.set_app_data(RefCell::new(Strings {
             table,
             names: [(0, 0); NAMES],
             numbers: [None; NUMBERS],
         }));
     }
-    let cell = lua
-        .app_data_ref::<std::cell::RefCell<Strings>>()
-        .ok_or_else(|| mlua::Error::runtime("etcd_grpc: no string cache"))?;
-    // A reply is never built while another is (no Lua runs meanwhile), so
-    // the borrow cannot clash; if it ever did, build without the cache.
-    let mut strings = cell
-        .try_borrow_mut()
-        .map_err(|_| mlua::Error::runtime("etcd_grpc: string cache in use"))?;
-    f(&mut strings)
+    let Some(cell) = lua.app_data_ref::<RefCell<Strings>>() else {
+        return f(None);
+    };
+    let out = match cell.try_borrow_mut() {
+        Ok(mut strings) => f(Some(&mut strings)),
+        Err(_) => f(None),
+    };
+    out
 }
 
-impl Strings {
-    /// The table to pass to the protected call, at the index given to
-    /// [`Strings::at`].
-    pub fn table(&self) -> &Table {
-        &self.table
-    }
-
-    /// The cache, used inside a protected call whose stack holds its table
-    /// at absolute index `index`.
-    pub fn at(&mut self, index: c_int) -> Pusher<'_> {
-        Pusher {
-            strings: self,
-            index,
-        }
+/// What to pass into the protected call at a pusher's index: the cache's
+/// table, or nil without a cache.
+pub fn arg(strings: &Option<&mut Strings>) -> Value {
+    match strings {
+        Some(s) => Value::Table(s.table.clone()),
+        None => Value::Nil,
     }
 }
 
 /// Pushes cached strings inside one protected call.
 pub struct Pusher<'a> {
-    strings: &'a mut Strings,
+    strings: Option<&'a mut Strings>,
     index: c_int,
 }
 
-impl Pusher<'_> {
+impl<'a> Pusher<'a> {
+    /// The pusher of `strings`, inside a protected call that holds
+    /// [`arg`]`(&strings)` at absolute index `index`; without a cache it
+    /// makes every string.
+    pub fn new(strings: Option<&'a mut Strings>, index: c_int) -> Pusher<'a> {
+        Pusher { strings, index }
+    }
+
     /// Pushes `name`.
     ///
     /// # Safety
@@ -91,14 +95,18 @@ impl Pusher<'_> {
         let key = (name.as_ptr() as usize, name.len());
         let slot = spread(key.0 as u64 ^ key.1 as u64) & (NAMES - 1);
         let n = (slot + 1) as ffi::lua_Integer;
-        if self.strings.names[slot] == key {
+        let Some(strings) = self.strings.as_deref_mut() else {
+            ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
+            return;
+        };
+        if strings.names[slot] == key {
             ffi::lua_rawgeti(state, self.index, n);
             return;
         }
         ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
-        self.store(state, n);
+        store(state, self.index, n);
         // Only once the string is in the table (a push can raise).
-        self.strings.names[slot] = key;
+        strings.names[slot] = key;
     }
 
     /// Pushes `n` (negated when `negative`) as a decimal string.
@@ -109,20 +117,24 @@ impl Pusher<'_> {
         let key = (n, negative);
         let slot = spread(n) & (NUMBERS - 1);
         let at = (NAMES + slot + 1) as ffi::lua_Integer;
-        if self.strings.numbers[slot] == Some(key) {
+        let hit = self.strings.as_deref().map(|s| s.numbers[slot] == Some(key));
+        if hit == Some(true) {
             ffi::lua_rawgeti(state, self.index, at);
             return;
         }
         let mut buf = [0u8; 21];
         let text = crate::sink::decimal(&mut buf, negative, n);
         ffi::lua_pushlstring(state, text.as_ptr().cast(), text.len());
-        self.store(state, at);
-        self.strings.numbers[slot] = Some(key);
+        if let Some(strings) = self.strings.as_deref_mut() {
+            store(state, self.index, at);
+            strings.numbers[slot] = Some(key);
+        }
     }
+}
 
-    /// `table[n] = <top>`, leaving the string on top.
-    unsafe fn store(&mut self, state: *mut lua_State, n: ffi::lua_Integer) {
-        ffi::lua_pushvalue(state, -1);
-        ffi::lua_rawseti(state, self.index, n);
-    }
+/// `table[n] = <top>` for the table at `index`, leaving the string on top.
+/// The table's array part holds every slot, so this does not allocate.
+unsafe fn store(state: *mut lua_State, index: c_int, n: ffi::lua_Integer) {
+    ffi::lua_pushvalue(state, -1);
+    ffi::lua_rawseti(state, index, n);
 }
