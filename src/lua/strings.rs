@@ -117,7 +117,10 @@ impl<'a> Pusher<'a> {
         let key = (n, negative);
         let slot = spread(n) & (NUMBERS - 1);
         let at = (NAMES + slot + 1) as ffi::lua_Integer;
-        let hit = self.strings.as_deref().map(|s| s.numbers[slot] == Some(key));
+        let hit = self
+            .strings
+            .as_deref()
+            .map(|s| s.numbers[slot] == Some(key));
         if hit == Some(true) {
             ffi::lua_rawgeti(state, self.index, at);
             return;
