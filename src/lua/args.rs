@@ -46,16 +46,17 @@ pub struct Fields {
 impl Fields {
     /// Reads `names` from `t`, in one protected call. The table is walked
     /// with `lua_next` rather than asked for each name: a call sets two or
-    /// three of the up to nine fields an operation knows, and each `rawget` needs
-    /// its key string made (hashed and interned) first.
+    /// three of the up to nine fields an operation knows, and each `rawget`
+    /// needs its key string made (hashed and interned) first.
     pub fn read(lua: &Lua, t: &Table, names: &'static [&'static str]) -> Result<Fields> {
         // SAFETY: the closure finds `t` at index 1 and pushes one nil per
         // name (slots 2..=n+1), then walks `t`, moving the value of every
         // string key in `names` into its slot; it only reads key strings
         // (lua_tolstring on a string key does not convert it, so the walk
         // stays valid). lua_next and the pushes raise only when out of
-        // memory (luaL_checkstack also when the stack cannot grow), and nothing here needs dropping. Removing `t` leaves the
-        // values, converted by mlua after the protected call.
+        // memory (luaL_checkstack also when the stack cannot grow), and
+        // nothing here needs dropping. Removing `t` leaves the values,
+        // converted by mlua after the protected call.
         let values = unsafe {
             lua.exec_raw::<MultiValue>(t, |state| {
                 use mlua::ffi;

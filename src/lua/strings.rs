@@ -13,11 +13,10 @@
 //! the slot over. A cached string is the very string Lua would have
 //! interned, so callers cannot tell.
 
+use std::cell::RefCell;
 use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
-use std::cell::RefCell;
-
 use mlua::{Lua, Result as LuaResult, Table, Value};
 
 /// Slots for field names and for numbers (powers of two).
