@@ -6,6 +6,10 @@
 //! panicked. So every submitted id is eventually completed exactly once and
 //! no waiter is left behind on the Lua side.
 //!
+//! Jobs run on the worker's [`Spawner`], not as a task each: a burst of
+//! calls then starts in one pass and goes out in one write (see
+//! [`crate::driver`]).
+//!
 //! What is in flight is counted here, on the runtime's side, and nowhere
 //! else: a Lua coroutine that waited can be killed (`ngx.thread.kill`, the
 //! request ending) without running any code, so a count kept in Lua can be
@@ -25,6 +29,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::doorbell::Doorbell;
+use crate::driver::Spawner;
 use crate::error::{Error, Result};
 
 /// How long in-flight calls may still run once the worker starts exiting.
@@ -65,14 +70,14 @@ impl<R: Send + 'static> Bridge<R> {
         }
     }
 
-    /// Starts `job` on `rt` and returns its id at once. The result arrives
+    /// Starts `job` on `driver` and returns its id at once. The result arrives
     /// through [`Bridge::drain`] after the doorbell rang. Refused with
     /// `TooBusy` when [`MAX_IN_FLIGHT`] calls are already running.
-    pub fn submit<F>(&self, rt: &Handle, timeout: Duration, job: F) -> Result<u64>
+    pub fn submit<F>(&self, driver: &Spawner, timeout: Duration, job: F) -> Result<u64>
     where
         F: Future<Output = Result<R>> + Send + 'static,
     {
-        self.submit_with_grace(rt, timeout, EXIT_GRACE, job)
+        self.submit_with_grace(driver, timeout, EXIT_GRACE, job)
     }
 
     /// [`Bridge::submit`] with the time the job may still run once the
@@ -80,7 +85,7 @@ impl<R: Send + 'static> Bridge<R> {
     /// read), which an exiting worker has no use for.
     pub fn submit_with_grace<F>(
         &self,
-        rt: &Handle,
+        driver: &Spawner,
         timeout: Duration,
         grace: Duration,
         job: F,
@@ -97,11 +102,11 @@ impl<R: Send + 'static> Bridge<R> {
         let in_flight = self.in_flight.clone();
         let exiting = self.exiting.subscribe();
         in_flight.fetch_add(1, Ordering::Relaxed);
-        // Boxed apart from the task: the task cell then stays small enough
-        // for malloc's small bins (a cell above 1 KiB made glibc consolidate
-        // its fast bins on every call).
+        // Boxed apart from its wrapper: both allocations then stay small
+        // enough for malloc's small bins (one above 1 KiB made glibc
+        // consolidate its fast bins on every call).
         let job = Box::pin(job);
-        rt.spawn(async move {
+        let started = driver.spawn(async move {
             let out = guarded(job, timeout, grace, exiting).await;
             // The receiver lives as long as the bridge; a send cannot fail
             // while anyone could still read it. Queued before the count
@@ -110,6 +115,11 @@ impl<R: Send + 'static> Bridge<R> {
             in_flight.fetch_sub(1, Ordering::Release);
             bell.ring();
         });
+        if !started {
+            // Only once the runtime is gone: nothing could run the job.
+            self.in_flight.fetch_sub(1, Ordering::Release);
+            return Err(Error::Closed);
+        }
         Ok(id)
     }
 
@@ -206,6 +216,10 @@ mod tests {
         crate::runtime::build_worker_runtime().unwrap()
     }
 
+    fn driver(rt: &tokio::runtime::Runtime) -> Spawner {
+        Spawner::start(rt.handle())
+    }
+
     fn wait_drain(b: &Bridge<u32>, want: usize) -> Vec<Completion<u32>> {
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -219,12 +233,13 @@ mod tests {
     #[test]
     fn results_are_matched_by_id() {
         let rt = rt();
+        let d = driver(&rt);
         let b = Bridge::new(Arc::new(Doorbell::default()));
         let a = b
-            .submit(rt.handle(), Duration::from_secs(1), async { Ok(1) })
+            .submit(&d, Duration::from_secs(1), async { Ok(1) })
             .unwrap();
         let c = b
-            .submit(rt.handle(), Duration::from_secs(1), async { Ok(2) })
+            .submit(&d, Duration::from_secs(1), async { Ok(2) })
             .unwrap();
         let mut got = wait_drain(&b, 2);
         got.sort_by_key(|(id, _)| *id);
@@ -236,8 +251,42 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_is_first_polled_in_one_task() {
+        // What makes a burst of calls go out in one write: every job
+        // submitted while the runtime was busy starts in the same task
+        // (one task per call would start each in its own).
+        let rt = rt();
+        let d = driver(&rt);
+        let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        // Keeps the runtime's one worker thread busy while the burst queues.
+        rt.spawn(async move {
+            let _ = hold.recv();
+        });
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for i in 0..50 {
+            let seen = seen.clone();
+            b.submit(&d, Duration::from_secs(5), async move {
+                seen.lock().unwrap().push(tokio::task::id());
+                tokio::task::yield_now().await;
+                Ok(i)
+            })
+            .unwrap();
+        }
+        release.send(()).unwrap();
+        assert_eq!(wait_drain(&b, 50).len(), 50);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 50);
+        assert!(
+            seen.iter().all(|id| *id == seen[0]),
+            "every job of the burst started in one task"
+        );
+    }
+
+    #[test]
     fn deadline_cancels_the_job() {
         let rt = rt();
+        let d = driver(&rt);
         let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
         let dropped = Arc::new(AtomicUsize::new(0));
         struct OnDrop(Arc<AtomicUsize>);
@@ -247,7 +296,7 @@ mod tests {
             }
         }
         let guard = OnDrop(dropped.clone());
-        b.submit(rt.handle(), Duration::from_millis(20), async move {
+        b.submit(&d, Duration::from_millis(20), async move {
             let _g = guard;
             std::future::pending::<()>().await;
             Ok(0)
@@ -280,8 +329,9 @@ mod tests {
     #[test]
     fn exit_ends_stuck_jobs_after_grace() {
         let rt = rt();
+        let d = driver(&rt);
         let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
-        b.submit(rt.handle(), Duration::from_secs(60), std::future::pending())
+        b.submit(&d, Duration::from_secs(60), std::future::pending())
             .unwrap();
         b.begin_exit();
         let t0 = std::time::Instant::now();
@@ -293,9 +343,10 @@ mod tests {
     #[test]
     fn a_job_without_grace_ends_at_once_on_exit() {
         let rt = rt();
+        let d = driver(&rt);
         let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
         b.submit_with_grace(
-            rt.handle(),
+            &d,
             Duration::from_secs(60),
             Duration::ZERO,
             std::future::pending(),
@@ -313,9 +364,10 @@ mod tests {
         // The exit path relies on it: in_flight == 0 means one more drain
         // sees every result.
         let rt = rt();
+        let d = driver(&rt);
         let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
         for i in 0..200 {
-            b.submit(rt.handle(), Duration::from_secs(5), async move { Ok(i) })
+            b.submit(&d, Duration::from_secs(5), async move { Ok(i) })
                 .unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -330,13 +382,14 @@ mod tests {
     #[test]
     fn submissions_past_the_cap_are_refused() {
         let rt = rt();
+        let d = driver(&rt);
         let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));
         b.in_flight.store(MAX_IN_FLIGHT, Ordering::Relaxed);
-        let r = b.submit(rt.handle(), Duration::from_secs(1), async { Ok(1) });
+        let r = b.submit(&d, Duration::from_secs(1), async { Ok(1) });
         assert!(matches!(r, Err(Error::TooBusy(_))));
         b.in_flight.store(0, Ordering::Relaxed);
         assert!(b
-            .submit(rt.handle(), Duration::from_secs(1), async { Ok(1) })
+            .submit(&d, Duration::from_secs(1), async { Ok(1) })
             .is_ok());
     }
 }

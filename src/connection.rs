@@ -25,6 +25,7 @@ pub use call::Retry;
 pub use health::Health;
 
 use crate::auth::{Auth, Credentials};
+use crate::driver::Spawner;
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 use crate::tls::{Connector, Tls};
@@ -120,6 +121,8 @@ pub struct Connection {
     health: Health,
     /// The index `next` holds, for streams that must follow a move.
     moves: tokio::sync::watch::Sender<usize>,
+    /// Where the CRUD channel's HTTP/2 futures run; `None`: a task each.
+    driver: Option<Spawner>,
 }
 
 /// A channel ready for one call, with the endpoint it goes to (for errors).
@@ -138,6 +141,19 @@ impl Connection {
     /// A connection that dials lazily, on first use. Must be called inside a
     /// Tokio runtime context: the channel's worker task is spawned there.
     pub fn new(config: Config) -> Result<Connection> {
+        Connection::make(config, None)
+    }
+
+    /// [`Connection::new`], with the CRUD channel's HTTP/2 futures (tonic's
+    /// buffer, hyper's dispatcher, connection and per-call futures) run by
+    /// `driver`, where the calls themselves run: a burst of calls then goes
+    /// out in one write (see [`crate::driver`]). The sync channel keeps a
+    /// task per future: its streams run in tasks of their own.
+    pub fn driven(config: Config, driver: Spawner) -> Result<Connection> {
+        Connection::make(config, Some(driver))
+    }
+
+    fn make(config: Config, driver: Option<Spawner>) -> Result<Connection> {
         config.validate()?;
         let first = config.first % config.endpoints.len();
         let tls = match config.any_tls() {
@@ -161,6 +177,7 @@ impl Connection {
             tls,
             health: Health::new(config_len),
             moves: tokio::sync::watch::Sender::new(first),
+            driver,
         })
     }
 
@@ -193,15 +210,15 @@ impl Connection {
 
     /// The CRUD channel (unary calls).
     pub fn crud(&self) -> Result<Route> {
-        self.route(&self.crud)
+        self.route(&self.crud, self.driver.as_ref())
     }
 
     /// The sync channel (watch and lease keepalive streams).
     pub fn sync(&self) -> Result<Route> {
-        self.route(&self.sync)
+        self.route(&self.sync, None)
     }
 
-    fn route(&self, slot: &Mutex<Option<Dialed>>) -> Result<Route> {
+    fn route(&self, slot: &Mutex<Option<Dialed>>, driver: Option<&Spawner>) -> Result<Route> {
         let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
         let at = self.next.load(Ordering::Relaxed);
         let current = self.health.pick(at).ok_or(Error::NoHealthy)?;
@@ -212,11 +229,15 @@ impl Connection {
             Some(d) if d.index == current => d.clone(),
             _ => {
                 let ep = &self.config.endpoints[current];
+                let mut settings = endpoint(ep)?;
+                if let Some(driver) = driver {
+                    settings = settings.executor(driver.clone());
+                }
                 let channel = match &self.tls {
                     Some(tls) if ep.starts_with("https://") => {
-                        endpoint(ep)?.connect_with_connector_lazy(tls.clone())
+                        settings.connect_with_connector_lazy(tls.clone())
                     }
-                    _ => endpoint(ep)?.connect_lazy(),
+                    _ => settings.connect_lazy(),
                 };
                 let d = Dialed {
                     index: current,

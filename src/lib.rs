@@ -36,6 +36,7 @@ pub mod auth;
 pub mod bridge;
 pub mod connection;
 pub mod doorbell;
+pub mod driver;
 pub mod error;
 pub mod kv;
 pub mod lease;

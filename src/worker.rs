@@ -14,6 +14,7 @@ use tokio::runtime::{Handle, Runtime};
 use crate::bridge::Bridge;
 use crate::connection::{Config, Connection, Key};
 use crate::doorbell::{Doorbell, Listener};
+use crate::driver::Spawner;
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 use crate::ops::{self, Op};
@@ -31,6 +32,9 @@ pub struct Worker {
     handle: Handle,
     bell: Arc<Doorbell>,
     bridge: Bridge<Reply>,
+    /// Runs the bridge's jobs and the CRUD connections' HTTP/2 futures in
+    /// one task (see [`crate::driver`]).
+    driver: Spawner,
     connections: Mutex<HashMap<Key, Shared>>,
     /// The services' long-lived streams over those connections.
     streams: Streams,
@@ -123,12 +127,14 @@ impl Worker {
         let rt = runtime::build_worker_runtime()?;
         let handle = rt.handle().clone();
         let bell = Arc::new(Doorbell::default());
+        let driver = Spawner::start(&handle);
         Ok(Worker {
             generation,
             pid: std::process::id(),
             runtime: Mutex::new(Some(rt)),
             handle,
             bridge: Bridge::new(bell.clone()),
+            driver,
             bell,
             connections: Mutex::new(HashMap::new()),
             streams: Streams::default(),
@@ -150,7 +156,7 @@ impl Worker {
         evict_unused(&mut map);
         // tonic spawns the channel's worker task: it must see our runtime.
         let _ctx = self.handle.enter();
-        let conn = Arc::new(Connection::new(config.clone())?);
+        let conn = Arc::new(Connection::driven(config.clone(), self.driver.clone())?);
         map.insert(
             key,
             Shared {
@@ -200,7 +206,7 @@ impl Worker {
         F: Future<Output = Result<Reply>> + Send + 'static,
     {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.bridge.submit(&self.handle, timeout, job)
+        self.bridge.submit(&self.driver, timeout, job)
     }
 
     /// Starts a watch read: like [`Worker::submit`], but an exiting worker
@@ -212,7 +218,7 @@ impl Worker {
     {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.bridge
-            .submit_with_grace(&self.handle, timeout, Duration::ZERO, job)
+            .submit_with_grace(&self.driver, timeout, Duration::ZERO, job)
     }
 
     /// Runs `job` and blocks the calling thread until it ends.
