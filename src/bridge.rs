@@ -252,9 +252,9 @@ mod tests {
 
     #[test]
     fn a_burst_is_first_polled_in_one_task() {
-        // What makes a burst of calls go out in one write: every job
-        // submitted while the runtime was busy starts in the same task
-        // (one task per call would start each in its own).
+        // Jobs run in the driver's one task, not a task each (with a task
+        // per job, every job below would see its own task id); what that
+        // buys on the wire is measured in BENCHMARKS.md item 11.
         let rt = rt();
         let d = driver(&rt);
         let b: Bridge<u32> = Bridge::new(Arc::new(Doorbell::default()));

@@ -20,12 +20,12 @@
 //! as it would end its own task, never the others.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -35,6 +35,10 @@ type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// How many times one poll of the driver takes newly spawned futures and
 /// runs what is ready before it yields to the runtime's other tasks.
 const PASSES: usize = 4;
+
+/// Most futures taken from the queue at once (one unit of tokio's
+/// cooperative budget per batch, not one per future).
+const TAKE: usize = 256;
 
 /// Hands futures to a driver task. Cheap to clone; the driver ends once
 /// every spawner is dropped and every future it holds has ended.
@@ -61,8 +65,7 @@ impl Spawner {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let guarded = AssertUnwindSafe(fut).catch_unwind().map(|_| ());
-        self.queue.send(Box::pin(guarded)).is_ok()
+        self.queue.send(Box::pin(fut)).is_ok()
     }
 }
 
@@ -78,11 +81,48 @@ where
     }
 }
 
+/// One future under a panic guard that also covers its drop: a panic in
+/// its poll or in its destructor (h2 panics in `Drop` once a panic
+/// poisoned its lock) ends this future alone, as a task's would, and
+/// cannot unwind through the driver into every other call.
+struct Guarded(Option<Job>);
+
+impl Guarded {
+    fn discard(&mut self) {
+        if let Some(fut) = self.0.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(fut)));
+        }
+    }
+}
+
+impl Future for Guarded {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(fut) = self.0.as_mut() else {
+            return Poll::Ready(());
+        };
+        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) | Err(_) => {
+                self.discard();
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
 /// The task: takes every future spawned since it last ran, then polls the
 /// ready ones, new ones first.
 struct Driver {
     jobs: mpsc::UnboundedReceiver<Job>,
-    running: FuturesUnordered<Job>,
+    running: FuturesUnordered<Guarded>,
     open: bool,
 }
 
@@ -91,30 +131,29 @@ impl Future for Driver {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let me = &mut *self;
+        let mut taken = Vec::new();
         for _ in 0..PASSES {
-            let mut taken = 0;
             while me.open {
-                match me.jobs.poll_recv(cx) {
-                    Poll::Ready(Some(job)) => {
-                        me.running.push(job);
-                        taken += 1;
+                match me.jobs.poll_recv_many(cx, &mut taken, TAKE) {
+                    Poll::Ready(0) => me.open = false,
+                    Poll::Ready(_) => {
+                        for job in taken.drain(..) {
+                            me.running.push(Guarded(Some(job)));
+                        }
                     }
-                    Poll::Ready(None) => me.open = false,
                     // Also when tokio's cooperative budget is spent: the
                     // queue then wakes us again, after other tasks ran.
                     Poll::Pending => break,
                 }
             }
-            // FuturesUnordered returns Pending after one pass over its
-            // futures even if some woke again meanwhile (it wakes us for
-            // those), so a busy connection cannot keep this from yielding.
-            let mut ended = 0;
-            while let Poll::Ready(Some(())) = me.running.poll_next_unpin(cx) {
-                ended += 1;
-            }
-            // Futures spawned by the pass itself (hyper's body pipes and
-            // response waiters) are taken at once, not a runtime turn later.
-            if taken == 0 && ended == 0 {
+            // FuturesUnordered stops after polling as many futures as it
+            // holds, or when two woke themselves, and then wakes us: a busy
+            // connection cannot keep this loop from ending.
+            while let Poll::Ready(Some(())) = me.running.poll_next_unpin(cx) {}
+            // Futures spawned by that pass (hyper's body pipes and response
+            // waiters, a new connection's tasks) are taken at once, not a
+            // runtime turn later.
+            if me.jobs.is_empty() {
                 break;
             }
         }
@@ -150,6 +189,49 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(done.load(Ordering::SeqCst), 10);
+    }
+
+    #[test]
+    fn a_panic_in_a_futures_drop_ends_it_only() {
+        // A future whose own destructor panics after it completed, as h2's
+        // stream handles do once their lock is poisoned.
+        struct PanicsOnDrop;
+        impl Future for PanicsOnDrop {
+            type Output = ();
+            fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+                Poll::Ready(())
+            }
+        }
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("drop");
+            }
+        }
+        let rt = crate::runtime::build_worker_runtime().unwrap();
+        let s = Spawner::start(rt.handle());
+        let done = Arc::new(AtomicUsize::new(0));
+        assert!(s.spawn(PanicsOnDrop));
+        // The one pending across the panic must still complete.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let d = done.clone();
+        assert!(s.spawn(async move {
+            let _ = wait.await;
+            d.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.send(());
+        }));
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = go.send(());
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        let d = done.clone();
+        assert!(s.spawn(async move {
+            d.fetch_add(1, Ordering::SeqCst);
+        }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while done.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 2, "the driver lives on");
     }
 
     #[test]
