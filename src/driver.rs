@@ -69,15 +69,13 @@ impl Spawner {
     }
 }
 
-/// tonic and hyper spawn their connection's futures through this.
-impl<F> hyper::rt::Executor<F> for Spawner
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    fn execute(&self, fut: F) {
+/// tonic and hyper spawn their connection's futures through this. tonic
+/// boxes them already: they are queued as they come, not boxed again.
+impl hyper::rt::Executor<Job> for Spawner {
+    fn execute(&self, fut: Job) {
         // Refused only while the runtime shuts down, when nothing of the
         // connection will run again anyway.
-        let _ = self.spawn(fut);
+        let _ = self.queue.send(fut);
     }
 }
 
