@@ -53,6 +53,7 @@ impl Spawner {
         let (queue, jobs) = mpsc::unbounded_channel();
         rt.spawn(Driver {
             jobs,
+            taken: Vec::with_capacity(TAKE),
             running: FuturesUnordered::new(),
             open: true,
         });
@@ -120,6 +121,8 @@ impl Drop for Guarded {
 /// ready ones, new ones first.
 struct Driver {
     jobs: mpsc::UnboundedReceiver<Job>,
+    /// Reused for every batch taken from `jobs`: no allocation per poll.
+    taken: Vec<Job>,
     running: FuturesUnordered<Guarded>,
     open: bool,
 }
@@ -129,13 +132,12 @@ impl Future for Driver {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let me = &mut *self;
-        let mut taken = Vec::new();
         for _ in 0..PASSES {
             while me.open {
-                match me.jobs.poll_recv_many(cx, &mut taken, TAKE) {
+                match me.jobs.poll_recv_many(cx, &mut me.taken, TAKE) {
                     Poll::Ready(0) => me.open = false,
                     Poll::Ready(_) => {
-                        for job in taken.drain(..) {
+                        for job in me.taken.drain(..) {
                             me.running.push(Guarded(Some(job)));
                         }
                     }
