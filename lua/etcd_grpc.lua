@@ -555,6 +555,12 @@ end
 local handles = setmetatable({}, { __mode = "k" })
 
 
+-- How many messages in a row a reader takes straight from its watcher's
+-- buffer (no yield) before it reads once through the bridge, which
+-- yields: a watch that a busy writer keeps fed cannot hold the event loop
+-- for longer than this.
+local DIRECT_READS = 64
+
 -- A watch is a native watcher on the worker's shared Watch stream plus a
 -- reader closure. Dropping the reader (GC) cancels the watcher on etcd.
 local function watch(self, key, range_end, opts)
@@ -585,12 +591,24 @@ local function watch(self, key, range_end, opts)
     local timeout = call_timeout(self, opts)
     local deserialize = self.serializer.deserialize
     local ended = false
+    local direct = 0
 
     local function reader()
         if ended then
             return nil, "closed"
         end
-        local res, rerr = bridge_call(w, "read", nil, timeout)
+        -- A message already here is taken at once; only an empty buffer
+        -- (or a long run of direct reads) costs a submitted read.
+        local res, rerr
+        if direct < DIRECT_READS then
+            res = w:try_read()
+        end
+        if res then
+            direct = direct + 1
+        else
+            direct = 0
+            res, rerr = bridge_call(w, "read", nil, timeout)
+        end
         if not res then
             -- like the HTTP stream: a read timeout ends the watch
             ended = true

@@ -76,7 +76,7 @@ pub async fn execute(conn: Arc<Connection>, meta: Metadata, op: Op) -> Result<Re
         Op::WatchRead(w) => w
             .next()
             .await
-            .map(|r| Reply::ok(shape::watch::response(&r, w.watch_id()), None)),
+            .map(|r| shape::watch::read_reply(&r, w.watch_id())),
         Op::Version => maintenance::status(&conn, meta)
             .await
             .map(|r| shape::version_reply(&r)),

@@ -225,3 +225,51 @@ watchers left: 0
 created: true, watch_id: 7
 without watch_id: nil
 event watch_id: 7, other: nil
+
+
+
+=== TEST 8: buffered messages are read at once, in order; a long run of them still yields to other requests
+--- config
+    location = /t {
+        content_by_lua_block {
+            local etcd = require "etcd_grpc"
+            local cli = require("etcd_grpc_test").client({ serializer = "raw" })
+            local reader = assert(cli:watchdir("/wa9/d/", { timeout = 5 }))
+            local marker = assert(cli:watch("/wa9/end", { timeout = 5 }))
+            ngx.say("created: ", reader().result.created, " ", marker().result.created)
+            local N = 150
+            for i = 1, N do assert(cli:set("/wa9/d/k", tostring(i))) end
+            assert(cli:set("/wa9/end", "x"))
+            -- Both watchers share the worker's Watch stream, whose messages
+            -- come in revision order: once the marker's event is here, every
+            -- event of the burst is in the first watcher's buffer.
+            ngx.say("marker: ", #marker().result.events)
+            local ran = false
+            ngx.thread.spawn(function() ngx.sleep(0) ran = true end)
+            local calls = etcd.stats().calls
+            local messages, events, in_order, ran_early = 0, 0, true, nil
+            while events < N do
+                local chunk, err = reader()
+                if not chunk then ngx.say("failed: ", err) return end
+                messages = messages + 1
+                for _, ev in ipairs(chunk.result.events) do
+                    events = events + 1
+                    in_order = in_order and ev.kv.value == tostring(events)
+                end
+                if messages == 64 then ran_early = ran end
+            end
+            ngx.say("events: ", events, ", in order: ", in_order)
+            -- 64 messages at a time without a call, then one read through
+            -- the bridge, which lets the other light thread run
+            ngx.say("reads through the bridge: ", etcd.stats().calls - calls,
+                    " for ", messages, " messages")
+            ngx.say("other thread ran within the first 64: ", ran_early, ", by the end: ", ran)
+        }
+    }
+--- response_body
+created: true true
+marker: 1
+events: 150, in order: true
+reads through the bridge: 2 for 150 messages
+other thread ran within the first 64: false, by the end: true
+--- timeout: 20

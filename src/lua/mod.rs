@@ -156,6 +156,18 @@ impl UserData for WatcherHandle {
         add_job_methods(methods);
         // `1`, or `nil, "closed"` when already canceled (lua-resty-etcd's
         // watchcancel answers).
+        // A response the watcher has already buffered, shaped as `read`
+        // answers it, or nil when none is: a reader that keeps up with a
+        // burst takes it here, on the nginx thread, without the round trip
+        // of a submitted read (a queued job, a completion, a doorbell and
+        // a semaphore per message).
+        methods.add_method("try_read", |lua, this, ()| match this.watcher.try_next() {
+            Some(r) => {
+                let reply = crate::shape::watch::read_reply(&r, this.watcher.watch_id());
+                ret(lua, reply_table(lua, &reply))
+            }
+            None => mlua::Nil.into_lua_multi(lua),
+        });
         methods.add_method("cancel", |lua, this, ()| {
             if this.canceled.replace(true) {
                 return (mlua::Nil, "closed").into_lua_multi(lua);

@@ -1,7 +1,7 @@
 //! The Watch service's streamed responses in the gateway's framing.
 
 use super::kv::kv;
-use super::{flag, header, int, Bytes, Obj, Value};
+use super::{flag, header, int, Bytes, Obj, Reply, Value};
 use crate::pb::etcdserverpb as pb;
 
 /// One streamed watch response as the gateway frames it:
@@ -23,6 +23,12 @@ pub fn response(r: &pb::WatchResponse, watch_id: i64) -> Value {
         .put("events", events)
         .done();
     Value::Map(vec![("result", result)])
+}
+
+/// One watch read's answer: a response as a reply (no revision header,
+/// as the gateway's stream sends none per message).
+pub fn read_reply(r: &pb::WatchResponse, watch_id: i64) -> Reply {
+    Reply::ok(response(r, watch_id), None)
 }
 
 fn event(e: &crate::pb::mvccpb::Event) -> Value {
