@@ -2,13 +2,17 @@
 """Instructions per call of etcd_grpc builds, counted by callgrind.
 
     python3 bench/callgrind.py ROOT_A,LIB_DIR_A [ROOT_B,LIB_DIR_B ...]
-        [--ops get:256,set:256] [--n 3000] [--top 25]
+        [--ops get:256,set:256,watch:1] [--n 3000] [--top 25]
 
 Each ROOT is a checkout (its lua/ is loaded), each LIB_DIR holds its
 libetcd_grpc_core.so. One etcd; per build and workload, two one-worker
 nginx runs under `valgrind --tool=callgrind --separate-threads=yes`: a
 warm-up and N calls of bench/run.py's KV workload, then the same with N
-calls more. The difference of the worker's totals over N is the cost per
+calls more. `watch` (its concurrency is ignored) counts watch reads
+instead: N events, each its own message, put by bench-limit outside the
+worker while nothing reads, then read from one prefix watcher's buffer
+(every one of them is there: a marker key's event, put last, is read
+first from a second watcher on the same stream). The difference of the worker's totals over N is the cost per
 call, without start-up, warm-up and exit; it is printed for the whole
 worker and per thread (t1 the nginx thread, t2 the runtime thread), and
 with --top the functions with the largest inclusive cost on each thread
@@ -68,12 +72,31 @@ def profile(args, etcd, root, lib, op, c, rounds):
     ngx = run.Nginx(nargs, lua_root=root, lib_dir=lib)
     pid = ngx.worker
     try:
-        ngx.run(etcd, w="kv", client="grpc", op=op, c=c, n=args.warm)
-        for _ in range(rounds):
-            ngx.run(etcd, w="kv", client="grpc", op=op, c=c, n=args.n)
+        for n in [args.warm] + [args.n] * rounds:
+            if op == "watch":
+                watch_round(args, etcd, ngx, n)
+            else:
+                ngx.run(etcd, w="kv", client="grpc", op=op, c=c, n=n)
     finally:
         ngx.stop()
     return worker_totals(out_dir, pid), out_dir, pid
+
+
+def watch_round(args, etcd, ngx, n):
+    """The `watch` workload: a prefix watcher whose buffer a writer
+    outside the worker (bench-limit's blast, `c` puts at a time) fills
+    with n events, then reads them (the writer's puts are not counted)."""
+    prefix, marker = "/bench/cgwatch/", "/bench/cgwatchend/"
+    ngx.run(etcd, w="watch_open", client="grpc", prefix=prefix, marker=marker, buffer=n + 16)
+    # One put at a time: a watcher etcd falls behind on gets its events
+    # batched, fewer messages than events, more or less from run to run.
+    run.limit(args, etcd, "blast", "--prefix", prefix, "--count", str(n),
+              "--concurrency", "1")
+    run.limit(args, etcd, "blast", "--prefix", marker, "--count", "1", "--concurrency", "1")
+    got = ngx.run(etcd, w="watch_drain", client="grpc", count=n)
+    if got.get("events") != n or got.get("messages") != n:
+        sys.exit(f"callgrind: watch read {got}, not {n} events in {n} messages")
+
 
 
 def top(out_dir, pid, thread, n):
@@ -91,6 +114,8 @@ def main():
     p.add_argument("--n", type=int, default=3000)
     p.add_argument("--warm", type=int, default=1000)
     p.add_argument("--top", type=int, default=0)
+    p.add_argument("--limit", default=os.path.join(run.ROOT, "target/release/bench-limit"),
+                   help="bench-limit, the writer of the `watch` workload")
     run.server_args(p)
     args = p.parse_args()
     etcd = run.Etcd(args.etcd)
@@ -105,7 +130,8 @@ def main():
                 two, out_dir, pid = profile(args, etcd, root, lib, op, c, 2)
                 per = {k: (two.get(k, 0) - one.get(k, 0)) / args.n for k in sorted(two)}
                 threads = " ".join(f"t{k}={v / 1000:.1f}k" for k, v in per.items())
-                print(f"{build} {op} c={c}: {sum(per.values()) / 1000:.1f}k instr/op "
+                each = "watch message" if op == "watch" else "op"
+                print(f"{build} {op} c={c}: {sum(per.values()) / 1000:.1f}k instr/{each} "
                       f"({threads})", flush=True)
                 if args.top:
                     for k in sorted(two):

@@ -98,6 +98,18 @@ def rows(r):
                            lambda x: x["secs"] * 1000))
         out.append(trio("  the writer's own time, ms", b, lambda x: x["writer_secs"] * 1000))
         out.append(trio("  worker CPU per event, us", b, lambda x: x["cpu_us_per_event"]))
+        if "grpc_b" in b:
+            g, l, w = b["grpc_b"], b["limit"], b["gateway"]
+            out.append(("  all seen, ms, build B (--ab)", l["secs"] * 1000, g["secs"] * 1000,
+                        w["secs"] * 1000))
+            out.append(("  worker CPU per event, us, build B", l["cpu_us_per_event"],
+                        g["cpu_us_per_event"], w["cpu_us_per_event"]))
+            for name in ("grpc", "grpc_b"):
+                rounds = " / ".join(fmt(x) for x in b[name]["rounds_cpu_us_per_event"])
+                out.append((f"  worker CPU per event by round, {name}", "", rounds, ""))
+        if "handoff_reads_per_message" in b.get("grpc", {}):
+            out.append(("  reads through the hand-off per message", "",
+                        b["grpc"]["handoff_reads_per_message"], ""))
     kp = r.get("keepers")
     if kp:
         out.append(("keepalives/s, 1000 keepers TTL 30", "", kp["keepalives_per_sec"], ""))

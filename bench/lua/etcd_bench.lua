@@ -166,7 +166,7 @@ local function open_watch(cli, args, key, dir)
         assert(reader(), "no created message")
         return reader
     end
-    local opts = { timeout = tonumber(args.timeout) or 60 }
+    local opts = { timeout = tonumber(args.timeout) or 60, buffer = tonumber(args.buffer) }
     local reader = assert(dir and cli:watchdir(key, opts) or cli:watch(key, opts))
     local first = assert(reader())
     assert(first.result.created, "no created message")
@@ -222,6 +222,37 @@ function _M.watch_rate(args)
         events = seen, error = err, secs = secs,
         events_per_sec = secs > 0 and (seen - 1) / secs or 0,
     }
+end
+
+
+-- A watcher kept from one request to the next (bench/callgrind.py's
+-- `watch` workload): watch_open opens it and a marker watcher on the same
+-- stream; a writer outside the worker fills its buffer, then puts the
+-- marker; watch_drain waits for the marker's event (the stream's messages
+-- come in revision order: every event is buffered by then) and reads
+-- those `count` events.
+local kept_reader, kept_marker
+
+
+function _M.watch_open(args)
+    local cli = client(args, 60)
+    kept_reader = open_watch(cli, args, args.prefix, true)
+    kept_marker = open_watch(cli, args, args.marker, true)
+    return {}
+end
+
+
+function _M.watch_drain(args)
+    assert(kept_marker())
+    kept_marker = nil
+    local messages = 0
+    local counted = function(...)
+        messages = messages + 1
+        return kept_reader(...)
+    end
+    local seen, err = read_events(counted, tonumber(args.count), function() end)
+    kept_reader = nil
+    return { events = seen, messages = messages, error = err }
 end
 
 
@@ -542,7 +573,9 @@ local function burst_agent(premature, gen, params)
     for p in params.prefixes:gmatch("[^,]+") do
         readers[#readers + 1] = open_watch(cli, params, p, true)
     end
-    local want, seen = tonumber(params.count), 0
+    local want, seen, messages = tonumber(params.count), 0, 0
+    -- etcd_grpc's calls: how many reads went through the hand-off
+    local calls0 = params.client ~= "gateway" and etcd.stats().calls
     local all_seen = semaphore.new()
     dict:incr("burst:ready:" .. gen, 1, 0)
     local threads = {}
@@ -555,6 +588,7 @@ local function burst_agent(premature, gen, params)
                 end
                 local events = msg.result and msg.result.events
                 seen = seen + (events and #events or 0)
+                messages = messages + 1
             end
             all_seen:post(1)
         end)
@@ -565,6 +599,10 @@ local function burst_agent(premature, gen, params)
         ngx.thread.kill(threads[i])
     end
     dict:set("burst:done_ns:" .. gen .. ":" .. ngx.worker.pid(), done_ns)
+    dict:incr("burst:messages:" .. gen, messages, 0)
+    if calls0 then
+        dict:incr("burst:calls:" .. gen, etcd.stats().calls - calls0, 0)
+    end
     dict:incr("burst:done:" .. gen, 1, 0)
 end
 
@@ -602,7 +640,9 @@ function _M.burst_state(args)
     local dict = ngx.shared.bench
     local gen = args.gen
     local out = { ready = dict:get("burst:ready:" .. gen) or 0,
-                  done = dict:get("burst:done:" .. gen) or 0, done_ns = {} }
+                  done = dict:get("burst:done:" .. gen) or 0, done_ns = {},
+                  messages = dict:get("burst:messages:" .. gen) or 0,
+                  calls = dict:get("burst:calls:" .. gen) }
     for pid in (args.pids or ""):gmatch("%d+") do
         out.done_ns[pid] = dict:get("burst:done_ns:" .. gen .. ":" .. pid)
     end
