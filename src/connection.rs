@@ -234,10 +234,14 @@ impl Connection {
                     settings = settings.executor(driver.clone());
                 }
                 let channel = match &self.tls {
-                    Some(tls) if ep.starts_with("https://") => {
-                        settings.connect_with_connector_lazy(tls.clone())
-                    }
-                    _ => settings.connect_lazy(),
+                    Some(tls) if ep.starts_with("https://") => settings
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .connect_with_connector_lazy(tls.clone()),
+                    // Its own deadline, not tonic's: a timeout then reads
+                    // as a `tcp connect error` like any failure to connect.
+                    _ => settings.connect_with_connector_lazy(plain::Connector {
+                        timeout: CONNECT_TIMEOUT,
+                    }),
                 };
                 let d = Dialed {
                     index: current,
@@ -336,13 +340,15 @@ impl Connection {
     }
 }
 
+/// How long making a connection may take (name lookup, TCP, TLS).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Channel settings shared by every connection.
 fn endpoint(uri: &str) -> Result<Endpoint> {
     let ep = Endpoint::from_shared(uri.to_string())
         .map_err(|e| Error::InvalidArgument(format!("invalid http host: {uri}, err: {e}")))?;
+    // (Nagle is turned off by both connectors, plain and TLS.)
     Ok(ep
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
         // Dead connections are found by HTTP/2 pings, not by deadlines on
         // streams. etcd's server policy: pings at least 5 s apart while
         // streams are open, none while idle (PermitWithoutStream=false), or
@@ -358,6 +364,7 @@ fn endpoint(uri: &str) -> Result<Endpoint> {
 
 mod call;
 mod health;
+mod plain;
 
 #[cfg(test)]
 mod tests;
