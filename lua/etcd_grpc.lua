@@ -555,11 +555,12 @@ end
 local handles = setmetatable({}, { __mode = "k" })
 
 
--- How many messages in a row a reader takes straight from its watcher's
--- buffer (no yield) before it reads once through the bridge, which
--- yields: a watch that a busy writer keeps fed cannot hold the event loop
--- for longer than this.
-local DIRECT_READS = 64
+-- How many events (a message counts one at least) a reader takes straight
+-- from its watcher's buffer, without yielding, before it reads once
+-- through the bridge, which yields where the phase allows: a watch that a
+-- busy writer keeps fed holds the event loop for this many events at
+-- most, per reader.
+local DIRECT_EVENTS = 64
 
 -- A watch is a native watcher on the worker's shared Watch stream plus a
 -- reader closure. Dropping the reader (GC) cancels the watcher on etcd.
@@ -591,23 +592,36 @@ local function watch(self, key, range_end, opts)
     local timeout = call_timeout(self, opts)
     local deserialize = self.serializer.deserialize
     local ended = false
-    local direct = 0
+    local direct = 0     -- events taken directly since the last bridge read
+    local pending = 0    -- bridge reads of this reader not yet returned
 
     local function reader()
         if ended then
             return nil, "closed"
         end
-        -- A message already here is taken at once; only an empty buffer
-        -- (or a long run of direct reads) costs a submitted read.
+        -- A message already here is taken at once; an empty buffer, a long
+        -- run of direct reads, or a read of another light thread still
+        -- waiting on this reader (whose message must come first) costs a
+        -- submitted read.
         local res, rerr
-        if direct < DIRECT_READS then
-            res = w:try_read()
+        if direct < DIRECT_EVENTS and pending == 0 then
+            res, rerr = w:try_read()
+            if rerr then
+                -- the message was taken but could not be handed over
+                ended = true
+                w:cancel()
+                return nil, rerr
+            end
         end
         if res then
-            direct = direct + 1
+            local result = res.body.result
+            local events = result and result.events
+            direct = direct + (events and #events > 1 and #events or 1)
         else
             direct = 0
+            pending = pending + 1
             res, rerr = bridge_call(w, "read", nil, timeout)
+            pending = pending - 1
         end
         if not res then
             -- like the HTTP stream: a read timeout ends the watch

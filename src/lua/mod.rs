@@ -154,13 +154,13 @@ impl Jobs for WatcherHandle {
 impl UserData for WatcherHandle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         add_job_methods(methods);
-        // `1`, or `nil, "closed"` when already canceled (lua-resty-etcd's
-        // watchcancel answers).
         // A response the watcher has already buffered, shaped as `read`
-        // answers it, or nil when none is: a reader that keeps up with a
-        // burst takes it here, on the nginx thread, without the round trip
-        // of a submitted read (a queued job, a completion, a doorbell and
-        // a semaphore per message).
+        // answers it, or nil when none is (or while a submitted read holds
+        // the queue): a reader that falls behind takes it here, on the
+        // nginx thread, without the round trip of a submitted read (a
+        // queued job, a completion, a doorbell and a semaphore per
+        // message). `nil, err` when the reply could not be built: the
+        // message is gone then, and the caller must end the watch.
         methods.add_method("try_read", |lua, this, ()| match this.watcher.try_next() {
             Some(r) => {
                 let reply = crate::shape::watch::read_reply(&r, this.watcher.watch_id());
@@ -168,6 +168,8 @@ impl UserData for WatcherHandle {
             }
             None => mlua::Nil.into_lua_multi(lua),
         });
+        // `1`, or `nil, "closed"` when already canceled (lua-resty-etcd's
+        // watchcancel answers).
         methods.add_method("cancel", |lua, this, ()| {
             if this.canceled.replace(true) {
                 return (mlua::Nil, "closed").into_lua_multi(lua);

@@ -204,6 +204,22 @@ end
 
 
 -- Number of threads of the calling process.
+-- A watcher of `dir .. "d/"` whose messages `write()` fills and leaves in
+-- its buffer: `write` runs, then puts `dir .. "end"`, watched by a second
+-- watcher on the same Watch stream, and returns once that event is read.
+-- A stream's messages come in revision order, so every event `write` made
+-- is buffered by then. Returns the reader (its created answer read).
+function _M.buffered_watch(cli, dir, write)
+    local reader = assert(cli:watchdir(dir .. "d/", { timeout = 5 }))
+    local marker = assert(cli:watch(dir .. "end", { timeout = 5 }))
+    assert(reader().result.created and marker().result.created, "not created")
+    write()
+    assert(cli:set(dir .. "end", "x"))
+    assert(#marker().result.events == 1, "no marker event")
+    return reader
+end
+
+
 function _M.threads()
     local f = io.open("/proc/self/status")
     local s = f:read("*a")
