@@ -84,7 +84,7 @@ def profile(args, etcd, root, lib, op, c, rounds):
 
 def watch_round(args, etcd, ngx, n):
     """The `watch` workload: a prefix watcher whose buffer a writer
-    outside the worker (bench-limit's blast, `c` puts at a time) fills
+    outside the worker (bench-limit's blast, one put at a time) fills
     with n events, then reads them (the writer's puts are not counted)."""
     prefix, marker = "/bench/cgwatch/", "/bench/cgwatchend/"
     ngx.run(etcd, w="watch_open", client="grpc", prefix=prefix, marker=marker, buffer=n + 16)

@@ -556,14 +556,16 @@ def watch_burst(args, etcd):
     for f in LIMITS:
         out[f] = burst_limit(args, etcd, prefixes, count, f.split("_")[1])
     # With --ab, build B runs as grpc_b, its rounds taking turns with
-    # etcd_grpc's (--rounds, default 1); the median round by time counts.
+    # etcd_grpc's (--rounds, default 1), which of the two goes first
+    # alternating; the median round by time counts.
     builds = [("grpc", {})]
     if args.ab:
         root_b, lib_b = args.ab.split(",")
         builds.append(("grpc_b", {"lua_root": root_b, "lib_dir": lib_b}))
     runs = {}
     for i in range(args.rounds if args.ab and args.rounds else 1):
-        for name, where in builds + ([("gateway", {})] if i == 0 else []):
+        turn = builds if i % 2 == 0 else builds[::-1]
+        for name, where in turn + ([("gateway", {})] if i == 0 else []):
             ngx = Nginx(args, conf="nginx-burst.conf", **where)
             try:
                 client = "gateway" if name == "gateway" else "grpc"
