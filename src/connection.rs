@@ -237,11 +237,11 @@ impl Connection {
                     Some(tls) if ep.starts_with("https://") => settings
                         .connect_timeout(CONNECT_TIMEOUT)
                         .connect_with_connector_lazy(tls.clone()),
-                    // Its own deadline, not tonic's: a timeout then reads
-                    // as a `tcp connect error` like any failure to connect.
-                    _ => settings.connect_with_connector_lazy(plain::Connector {
-                        timeout: CONNECT_TIMEOUT,
-                    }),
+                    // The deadline is set in the connector, as tonic sets
+                    // it for its own: a timeout reads as a connect error.
+                    _ => {
+                        settings.connect_with_connector_lazy(plain::Connector::new(CONNECT_TIMEOUT))
+                    }
                 };
                 let d = Dialed {
                     index: current,
