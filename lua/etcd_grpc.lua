@@ -613,11 +613,8 @@ local function watch(self, key, range_end, opts)
                 return nil, rerr
             end
         end
-        if res then
-            local result = res.body.result
-            local events = result and result.events
-            direct = direct + (events and #events > 1 and #events or 1)
-        else
+        local taken = res ~= nil
+        if not taken then
             direct = 0
             pending = pending + 1
             res, rerr = bridge_call(w, "read", nil, timeout)
@@ -631,6 +628,9 @@ local function watch(self, key, range_end, opts)
         end
         local chunk = res.body
         local events = chunk.result and chunk.result.events
+        if taken then
+            direct = direct + (events and #events > 1 and #events or 1)
+        end
         if events then
             for _, ev in ipairs(events) do
                 deserialize_kv(deserialize, ev.kv)
