@@ -19,7 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hyper_util::client::legacy::connect::HttpConnector;
 use tonic::transport::{Channel, Endpoint};
+
+use unvectored::Unvectored;
 
 pub use call::Retry;
 pub use health::Health;
@@ -236,12 +239,8 @@ impl Connection {
                 let channel = match &self.tls {
                     Some(tls) if ep.starts_with("https://") => settings
                         .connect_timeout(CONNECT_TIMEOUT)
-                        .connect_with_connector_lazy(tls.clone()),
-                    // The deadline is set in the connector, as tonic sets
-                    // it for its own: a timeout reads as a connect error.
-                    _ => {
-                        settings.connect_with_connector_lazy(plain::Connector::new(CONNECT_TIMEOUT))
-                    }
+                        .connect_with_connector_lazy(Unvectored(tls.clone())),
+                    _ => settings.connect_with_connector_lazy(Unvectored(plain_connector())),
                 };
                 let d = Dialed {
                     index: current,
@@ -343,6 +342,18 @@ impl Connection {
 /// How long making a connection may take (name lookup, TCP, TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What tonic's `connect_lazy` dials `http://` with (Nagle off, the
+/// connect timeout, hyper's failure words, which `call::never_sent` and
+/// the error strings rely on), built here so that its stream can be
+/// wrapped.
+fn plain_connector() -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http
+}
+
 /// Channel settings shared by every connection.
 fn endpoint(uri: &str) -> Result<Endpoint> {
     let ep = Endpoint::from_shared(uri.to_string())
@@ -364,7 +375,7 @@ fn endpoint(uri: &str) -> Result<Endpoint> {
 
 mod call;
 mod health;
-mod plain;
+mod unvectored;
 
 #[cfg(test)]
 mod tests;

@@ -203,8 +203,15 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Replay<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
-    // No vectored writes offered, as on plain connections
-    // (`connection::plain`): h2 then copies DATA payloads up to 1 KiB into
-    // its buffer, and a batch of small calls is sealed in one TLS record
-    // and sent in one write rather than one per call.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
