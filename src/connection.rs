@@ -22,7 +22,7 @@ use std::time::Duration;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tonic::transport::{Channel, Endpoint};
 
-use unvectored::Unvectored;
+use coalesce::Coalesced;
 
 pub use call::Retry;
 pub use health::Health;
@@ -239,8 +239,8 @@ impl Connection {
                 let channel = match &self.tls {
                     Some(tls) if ep.starts_with("https://") => settings
                         .connect_timeout(CONNECT_TIMEOUT)
-                        .connect_with_connector_lazy(Unvectored(tls.clone())),
-                    _ => settings.connect_with_connector_lazy(Unvectored(plain_connector())),
+                        .connect_with_connector_lazy(Coalesced(tls.clone())),
+                    _ => settings.connect_with_connector_lazy(Coalesced(plain_connector())),
                 };
                 let d = Dialed {
                     index: current,
@@ -374,8 +374,8 @@ fn endpoint(uri: &str) -> Result<Endpoint> {
 }
 
 mod call;
+mod coalesce;
 mod health;
-mod unvectored;
 
 #[cfg(test)]
 mod tests;
