@@ -18,11 +18,19 @@
 //! every round of its connection task, but a request's body comes from
 //! another task (hyper's body pipe), so a round often holds a call's
 //! HEADERS while its DATA is one scheduler turn away; a call alone then
-//! cost two writes (two TLS records). One turn lets every task that is
-//! ready add its frames first. It costs no sleep and no timer: the task
-//! woke itself, so it runs again as soon as the tasks ready before it
-//! have, and h2 flushes on every poll of its connection, so the held
-//! bytes leave at that poll whatever it wrote meanwhile.
+//! cost two writes (two TLS records: measured with strace, BENCHMARKS.md
+//! item 15). One turn lets the tasks already woken add their frames
+//! first (not those spawned in the same round: the driver queues them
+//! behind the connection). It costs no sleep and no timer: the task woke
+//! itself, so it runs again once the tasks ready before it have, and h2
+//! flushes on every poll of its connection (`poll_complete` when its
+//! read side is pending, `shutdown` when it closes), so the held bytes
+//! leave at that poll whatever it wrote meanwhile. A deferral needs
+//! bytes written since the last drain, so it cannot spin. Its price: h2
+//! also flushes when a chained DATA payload (1 KiB or more) fills its
+//! encoder, so a burst of big frames takes one more connection poll per
+//! two frames; counted, that burst still costs fewer writes and less
+//! CPU than without the hold (item 15).
 
 use std::future::Future;
 use std::io;
@@ -191,6 +199,7 @@ mod tests {
         stall: bool,
         stalled: bool,
         broken: bool,
+        shut: bool,
     }
 
     impl Write for Socket {
@@ -218,17 +227,42 @@ mod tests {
             Poll::Ready(Ok(()))
         }
 
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.shut = true;
             Poll::Ready(Ok(()))
         }
     }
 
+    /// A stall fails the test instead of hanging it.
+    async fn bounded<T>(f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(5), f)
+            .await
+            .expect("stalled")
+    }
+
     async fn write(s: &mut Stream<Socket>, data: &[u8]) -> io::Result<usize> {
-        std::future::poll_fn(|cx| Pin::new(&mut *s).poll_write(cx, data)).await
+        bounded(std::future::poll_fn(|cx| {
+            Pin::new(&mut *s).poll_write(cx, data)
+        }))
+        .await
     }
 
     async fn flush(s: &mut Stream<Socket>) -> io::Result<()> {
-        std::future::poll_fn(|cx| Pin::new(&mut *s).poll_flush(cx)).await
+        bounded(std::future::poll_fn(|cx| Pin::new(&mut *s).poll_flush(cx))).await
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_sends_what_is_held_first() {
+        // h2's last frame (a GOAWAY) is written, then the stream shut down.
+        let mut s = Stream::new(Socket::default());
+        write(&mut s, b"GOAWAY").await.unwrap();
+        bounded(std::future::poll_fn(|cx| {
+            Pin::new(&mut s).poll_shutdown(cx)
+        }))
+        .await
+        .unwrap();
+        assert_eq!(s.io.writes, vec![b"GOAWAY".to_vec()]);
+        assert!(s.io.shut);
     }
 
     #[tokio::test]
