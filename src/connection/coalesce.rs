@@ -126,9 +126,10 @@ impl<S: Write + Unpin> Write for Stream<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.held.len() + data.len() > HOLD {
+        let big = data.len() >= HOLD;
+        if big || this.held.len() + data.len() > HOLD {
             ready!(this.poll_drain(cx))?;
-            if data.len() >= HOLD {
+            if big {
                 return Pin::new(&mut this.io).poll_write(cx, data);
             }
         }
@@ -352,6 +353,10 @@ mod tests {
         );
         flush(&mut s).await.unwrap();
         assert_eq!(s.io.writes.len(), 3);
+        // Nothing held: a write of HOLD bytes is not copied either.
+        assert_eq!(write(&mut s, &[4; HOLD]).await.unwrap(), HOLD);
+        assert_eq!(s.io.writes.len(), 4, "written at once");
+        assert!(s.held.is_empty());
     }
 
     #[tokio::test]
